@@ -1,0 +1,341 @@
+// The layer stack compiled to ONNX: one forward emitter and one backward emitter whose ReLU rule is a parameter.
+// Every graph kind (forward, projection, train step) is assembled from these two functions.
+import type { GraphBuilder } from '../onnx/builder.js';
+import type { Layer, Model, Pair } from '../model/layers.js';
+import type { LayerInfo } from '../model/shapes.js';
+
+/** How a ReLU passes the backward signal: autograd, Zeiler & Fergus's deconvnet (rectify the signal), or both. */
+export type BackwardRule = 'gradient' | 'deconvnet' | 'guided';
+/** LRN on the way down: its true gradient, or passed through as the identity (most deconvnet reimplementations). */
+export type LrnBackward = 'gradient' | 'identity';
+
+export const BACKWARD_RULES: readonly BackwardRule[] = ['gradient', 'deconvnet', 'guided'];
+export const LRN_MODES: readonly LrnBackward[] = ['gradient', 'identity'];
+
+const SWITCHES_SUFFIX = '__switches';
+export const activationName = (layer: string) => `${layer}__out`;
+export const switchesName = (layer: string) => `${layer}${SWITCHES_SUFFIX}`;
+export const layerOfSwitches = (name: string) => (name.endsWith(SWITCHES_SUFFIX) ? name.slice(0, -SWITCHES_SUFFIX.length) : undefined);
+
+export interface ForwardTrace {
+  /** Tensor name of each layer's input (index i) and output (index i + 1); [0] is the graph input. */
+  values: string[];
+  /** For max-pool layers, the tensor name of the switches (flat int64 indices over the whole batch tensor). */
+  switches: Map<number, string>;
+  /** For dropout layers in training graphs, the mask input (already scaled by 1/(1-p)). */
+  dropoutMasks: Map<number, string>;
+}
+
+/** Maps a weight key (`conv1.weight`) to the graph tensor holding it: an initializer or a graph input. */
+export type WeightSource = (key: string) => string;
+
+export interface ForwardOptions {
+  /** Last layer to compute (inclusive). */
+  upTo: number;
+  /** Emit max-pool Indices outputs. */
+  switches: boolean;
+  /** Dropout: identity (inference) or a multiplicative mask fed as a graph input (training). */
+  dropout: 'identity' | 'mask';
+}
+
+function convAttrs(kernel: Pair, stride: Pair, padding: Pair) {
+  return { kernel_shape: kernel, strides: stride, pads: [padding[0], padding[1], padding[0], padding[1]] };
+}
+
+/** Window sum over channels [c - before, c + after] of x [N,C,H,W], as an average pool over a [N,1,C,H*W] view. */
+function channelWindowMean(b: GraphBuilder, x: string, shape: number[], size: number, before: number, after: number): string {
+  const [c, h, w] = shape;
+  const view = b.op1('Reshape', [x, b.int64s([-1, 1, c, h * w])]);
+  const mean = b.op1('AveragePool', [view], { kernel_shape: [size, 1], strides: [1, 1], pads: [before, 0, after, 0], count_include_pad: 1 });
+  return b.op1('Reshape', [mean, b.int64s([-1, c, h, w])]);
+}
+
+/** PyTorch's LocalResponseNorm denominator base d = k + alpha * mean over the window of a^2 (window c-size/2 .. c+(size-1)/2). */
+function lrnDenominator(b: GraphBuilder, layer: Extract<Layer, { type: 'lrn' }>, a: string, shape: number[]): string {
+  const sq = b.op1('Mul', [a, a]);
+  const mean = channelWindowMean(b, sq, shape, layer.size, Math.floor(layer.size / 2), Math.floor((layer.size - 1) / 2));
+  return b.op1('Add', [b.op1('Mul', [mean, b.floats([layer.alpha], [])]), b.floats([layer.k], [])]);
+}
+
+/** AdaptiveAvgPool2d as a matrix [H*W, oh*ow] with PyTorch's bins: start floor(i*H/oh), end ceil((i+1)*H/oh). */
+function adaptivePoolMatrix(h: number, w: number, oh: number, ow: number): Float32Array {
+  const m = new Float32Array(h * w * oh * ow);
+  for (let oy = 0; oy < oh; oy++) {
+    const y0 = Math.floor((oy * h) / oh);
+    const y1 = Math.ceil(((oy + 1) * h) / oh);
+    for (let ox = 0; ox < ow; ox++) {
+      const x0 = Math.floor((ox * w) / ow);
+      const x1 = Math.ceil(((ox + 1) * w) / ow);
+      const inv = 1 / ((y1 - y0) * (x1 - x0));
+      for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) m[(y * w + x) * oh * ow + oy * ow + ox] = inv;
+    }
+  }
+  return m;
+}
+
+function transposeMatrix(m: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(m.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = m[r * cols + c];
+  return t;
+}
+
+/** Per output position, how many input (or padding) cells an average pool divides by. */
+function avgPoolDivisors(layer: Extract<Layer, { type: 'avgpool2d' }>, inShape: number[], outShape: number[]): Float32Array {
+  const [, h, w] = inShape;
+  const [, oh, ow] = outShape;
+  const div = new Float32Array(oh * ow);
+  for (let oy = 0; oy < oh; oy++) {
+    for (let ox = 0; ox < ow; ox++) {
+      const y0 = oy * layer.stride[0] - layer.padding[0];
+      const x0 = ox * layer.stride[1] - layer.padding[1];
+      const clip = (v: number, hi: number) => Math.min(Math.max(v, 0), hi);
+      if (layer.countIncludePad) {
+        // PyTorch counts padding cells but not the overhang past the padding that ceil_mode adds.
+        const yh = Math.min(y0 + layer.kernel[0], h + layer.padding[0]) - y0;
+        const xw = Math.min(x0 + layer.kernel[1], w + layer.padding[1]) - x0;
+        div[oy * ow + ox] = yh * xw;
+      } else {
+        div[oy * ow + ox] = (clip(y0 + layer.kernel[0], h) - clip(y0, h)) * (clip(x0 + layer.kernel[1], w) - clip(x0, w));
+      }
+    }
+  }
+  return div;
+}
+
+/** Pads and output padding that make a transposed window op return exactly the forward input size. */
+function transposeGeometry(inSize: number, outSize: number, k: number, s: number, padBegin: number): { padEnd: number; outputPadding: number } {
+  const padEnd = s * (outSize - 1) + k - padBegin - inSize;
+  return padEnd >= 0 ? { padEnd, outputPadding: 0 } : { padEnd: 0, outputPadding: -padEnd };
+}
+
+function transposedWindowOp(b: GraphBuilder, g: string, weight: string, kernel: Pair, stride: Pair, padding: Pair, inShape: number[], outShape: number[], group: number): string {
+  const gy = transposeGeometry(inShape[1], outShape[1], kernel[0], stride[0], padding[0]);
+  const gx = transposeGeometry(inShape[2], outShape[2], kernel[1], stride[1], padding[1]);
+  return b.op1('ConvTranspose', [g, weight], {
+    kernel_shape: kernel,
+    strides: stride,
+    pads: [padding[0], padding[1], gy.padEnd, gx.padEnd],
+    output_padding: [gy.outputPadding, gx.outputPadding],
+    group,
+  });
+}
+
+export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], input: string, weight: WeightSource, opts: ForwardOptions): ForwardTrace {
+  const trace: ForwardTrace = { values: [input], switches: new Map(), dropoutMasks: new Map() };
+  let x = input;
+  for (let i = 0; i <= opts.upTo; i++) {
+    const layer = model.layers[i];
+    const info = infos[i];
+    const out = activationName(layer.name);
+    switch (layer.type) {
+      case 'conv2d': {
+        const inputs = [x, weight(`${layer.name}.weight`)];
+        if (layer.bias) inputs.push(weight(`${layer.name}.bias`));
+        b.op1('Conv', inputs, convAttrs(layer.kernel, layer.stride, layer.padding), out);
+        break;
+      }
+      case 'relu':
+        b.op1('Relu', [x], {}, out);
+        break;
+      case 'maxpool2d': {
+        const attrs = { ...convAttrs(layer.kernel, layer.stride, layer.padding), ceil_mode: layer.ceilMode ? 1 : 0 };
+        if (opts.switches) {
+          const sw = switchesName(layer.name);
+          b.op('MaxPool', [x], attrs, [out, sw]);
+          trace.switches.set(i, sw);
+        } else b.op('MaxPool', [x], attrs, [out]);
+        break;
+      }
+      case 'avgpool2d':
+        b.op1('AveragePool', [x], { ...convAttrs(layer.kernel, layer.stride, layer.padding), ceil_mode: layer.ceilMode ? 1 : 0, count_include_pad: layer.countIncludePad ? 1 : 0 }, out);
+        break;
+      case 'adaptiveavgpool2d': {
+        const [c, h, w] = info.inShape;
+        const [oh, ow] = layer.output;
+        const m = b.floatTensor(b.fresh(`${layer.name}_pool_matrix`), [h * w, oh * ow], adaptivePoolMatrix(h, w, oh, ow));
+        const flat = b.op1('Reshape', [x, b.int64s([-1, c, h * w])]);
+        b.op1('Reshape', [b.op1('MatMul', [flat, m]), b.int64s([-1, c, oh, ow])], {}, out);
+        break;
+      }
+      case 'lrn':
+        if (layer.size % 2 === 1) {
+          b.op1('LRN', [x], { size: layer.size, alpha: { float: layer.alpha }, beta: { float: layer.beta }, bias: { float: layer.k } }, out);
+        } else {
+          // ONNX's LRN centres even windows differently from PyTorch: build PyTorch's window explicitly.
+          const d = lrnDenominator(b, layer, x, info.inShape);
+          b.op1('Div', [x, b.op1('Pow', [d, b.floats([layer.beta], [])])], {}, out);
+        }
+        break;
+      case 'batchnorm2d': {
+        const p = (s: string) => weight(`${layer.name}.${s}`);
+        b.op1('BatchNormalization', [x, p('weight'), p('bias'), p('running_mean'), p('running_var')], { epsilon: { float: layer.eps } }, out);
+        break;
+      }
+      case 'flatten':
+        b.op1('Flatten', [x], { axis: 1 }, out);
+        break;
+      case 'linear': {
+        const inputs = [x, weight(`${layer.name}.weight`)];
+        if (layer.bias) inputs.push(weight(`${layer.name}.bias`));
+        b.op1('Gemm', inputs, { transB: 1 }, out);
+        break;
+      }
+      case 'dropout':
+        if (opts.dropout === 'mask') {
+          const mask = b.input(`${layer.name}__mask`, ['N', ...info.outShape]);
+          trace.dropoutMasks.set(i, mask);
+          b.op1('Mul', [x, mask], {}, out);
+        } else b.op1('Identity', [x], {}, out);
+        break;
+      case 'softmax':
+        b.op1('Softmax', [x], { axis: 1 }, out);
+        break;
+    }
+    x = out;
+    trace.values.push(out);
+  }
+  return trace;
+}
+
+export interface BackwardOptions {
+  rule: BackwardRule;
+  lrn: LrnBackward;
+  /** Emit dLoss/dWeight for every parameter, named `grad__<key>` (train step). */
+  weightGradients: boolean;
+}
+
+/**
+ * Emits the backward pass from the gradient `seed` at the output of layer `from` down to the graph input.
+ * Returns the tensor name of the signal at the input, and the weight gradients when asked for.
+ */
+export function emitBackward(
+  b: GraphBuilder,
+  model: Model,
+  infos: LayerInfo[],
+  trace: ForwardTrace,
+  from: number,
+  seed: string,
+  weight: WeightSource,
+  opts: BackwardOptions,
+): { input: string; weightGrads: Map<string, string> } {
+  const weightGrads = new Map<string, string>();
+  let g = seed;
+  for (let i = from; i >= 0; i--) {
+    const layer = model.layers[i];
+    const info = infos[i];
+    const x = trace.values[i];
+    const y = trace.values[i + 1];
+    const needInputGrad = i > 0 || !opts.weightGradients;
+    switch (layer.type) {
+      case 'conv2d': {
+        if (opts.weightGradients) {
+          weightGrads.set(`${layer.name}.weight`, convWeightGradient(b, layer, info, x, g));
+          if (layer.bias) weightGrads.set(`${layer.name}.bias`, b.op1('ReduceSum', [g, b.int64s([0, 2, 3])], { keepdims: 0 }));
+        }
+        if (needInputGrad) g = transposedWindowOp(b, g, weight(`${layer.name}.weight`), layer.kernel, layer.stride, layer.padding, info.inShape, info.outShape, 1);
+        break;
+      }
+      case 'linear': {
+        if (opts.weightGradients) {
+          weightGrads.set(`${layer.name}.weight`, b.op1('Gemm', [g, x], { transA: 1 }));
+          if (layer.bias) weightGrads.set(`${layer.name}.bias`, b.op1('ReduceSum', [g, b.int64s([0])], { keepdims: 0 }));
+        }
+        if (needInputGrad) g = b.op1('MatMul', [g, weight(`${layer.name}.weight`)]);
+        break;
+      }
+      case 'relu': {
+        if (opts.rule === 'deconvnet') g = b.op1('Relu', [g]);
+        else {
+          const zero = b.floats([0], []);
+          const open = b.op1('Greater', [x, zero]);
+          g = b.op1('Where', [open, opts.rule === 'guided' ? b.op1('Relu', [g]) : g, zero]);
+        }
+        break;
+      }
+      case 'maxpool2d': {
+        // Each value goes back to the position its switch recorded; values that meet at one position add up.
+        const sw = trace.switches.get(i);
+        if (!sw) throw new Error(`internal: no switches recorded for ${layer.name}`);
+        const size = b.op1('Reshape', [b.op1('Size', [x]), b.int64s([1])]);
+        const zeros = b.op1('ConstantOfShape', [size], {});
+        const flat = b.op1('ScatterElements', [zeros, b.op1('Reshape', [sw, b.int64s([-1])]), b.op1('Reshape', [g, b.int64s([-1])])], { axis: 0, reduction: 'add' });
+        g = b.op1('Reshape', [flat, b.op1('Shape', [x])]);
+        break;
+      }
+      case 'avgpool2d': {
+        const [c] = info.inShape;
+        const div = avgPoolDivisors(layer, info.inShape, info.outShape);
+        const inv = b.floatTensor(b.fresh(`${layer.name}_inv_divisor`), [1, 1, info.outShape[1], info.outShape[2]], div.map((d) => 1 / d));
+        const ones = b.floatTensor(b.fresh(`${layer.name}_ones`), [c, 1, ...layer.kernel], new Float32Array(c * layer.kernel[0] * layer.kernel[1]).fill(1));
+        g = transposedWindowOp(b, b.op1('Mul', [g, inv]), ones, layer.kernel, layer.stride, layer.padding, info.inShape, info.outShape, c);
+        break;
+      }
+      case 'adaptiveavgpool2d': {
+        const [c, h, w] = info.inShape;
+        const [oh, ow] = layer.output;
+        const mt = b.floatTensor(b.fresh(`${layer.name}_pool_matrix_t`), [oh * ow, h * w], transposeMatrix(adaptivePoolMatrix(h, w, oh, ow), h * w, oh * ow));
+        const flat = b.op1('Reshape', [g, b.int64s([-1, c, oh * ow])]);
+        g = b.op1('Reshape', [b.op1('MatMul', [flat, mt]), b.int64s([-1, c, h, w])]);
+        break;
+      }
+      case 'lrn': {
+        if (opts.lrn === 'identity') break;
+        // dL/da_j = g_j d_j^-b - (2 alpha b / size) a_j sum_{c: j in W(c)} g_c a_c d_c^(-b-1), d = k + alpha/size sum_W a^2.
+        const d = lrnDenominator(b, layer, x, info.inShape);
+        const dPow = b.op1('Pow', [d, b.floats([-layer.beta], [])]);
+        const direct = b.op1('Mul', [g, dPow]);
+        const u = b.op1('Div', [b.op1('Mul', [direct, x]), d]);
+        const back = channelWindowMean(b, u, info.inShape, layer.size, Math.floor((layer.size - 1) / 2), Math.floor(layer.size / 2));
+        // channelWindowMean divides by size; the formula's 2*alpha*beta/size times the sum is 2*alpha*beta times the mean.
+        const cross = b.op1('Mul', [b.op1('Mul', [back, x]), b.floats([2 * layer.alpha * layer.beta], [])]);
+        g = b.op1('Sub', [direct, cross]);
+        break;
+      }
+      case 'batchnorm2d': {
+        const gamma = model.weights.get(`${layer.name}.weight`)!.data;
+        const variance = model.weights.get(`${layer.name}.running_var`)!.data;
+        const scale = Array.from(gamma, (s, c) => s / Math.sqrt(variance[c] + layer.eps));
+        g = b.op1('Mul', [g, b.floats(scale, [layer.channels, 1, 1])]);
+        break;
+      }
+      case 'flatten':
+        g = b.op1('Reshape', [g, b.op1('Shape', [x])]);
+        break;
+      case 'dropout': {
+        const mask = trace.dropoutMasks.get(i);
+        if (mask) g = b.op1('Mul', [g, mask]);
+        break;
+      }
+      case 'softmax': {
+        const dot = b.op1('ReduceSum', [b.op1('Mul', [g, y]), b.int64s([1])], { keepdims: 1 });
+        g = b.op1('Mul', [y, b.op1('Sub', [g, dot])]);
+        break;
+      }
+    }
+  }
+  return { input: g, weightGrads };
+}
+
+/**
+ * dW[o,i,a,b] = sum_{n,y,x} g[n,o,y,x] * xpad[n,i,y*s+a,x*s+b]: a convolution of the input (batch as channels) with
+ * the output gradient as filter, dilated by the stride; sliced to the kernel size when the stride leaves a remainder.
+ */
+function convWeightGradient(b: GraphBuilder, layer: Extract<Layer, { type: 'conv2d' }>, info: LayerInfo, x: string, g: string): string {
+  const xt = b.op1('Transpose', [x], { perm: [1, 0, 2, 3] });
+  const gt = b.op1('Transpose', [g], { perm: [1, 0, 2, 3] });
+  const [, oh, ow] = info.outShape;
+  const [, h, w] = info.inShape;
+  let dw = b.op1('Conv', [xt, gt], {
+    kernel_shape: [oh, ow],
+    strides: [1, 1],
+    dilations: layer.stride,
+    pads: [layer.padding[0], layer.padding[1], layer.padding[0], layer.padding[1]],
+  });
+  const fullH = h + 2 * layer.padding[0] - (oh - 1) * layer.stride[0];
+  const fullW = w + 2 * layer.padding[1] - (ow - 1) * layer.stride[1];
+  if (fullH !== layer.kernel[0] || fullW !== layer.kernel[1]) {
+    dw = b.op1('Slice', [dw, b.int64s([0, 0]), b.int64s(layer.kernel), b.int64s([2, 3])]);
+  }
+  return b.op1('Transpose', [dw], { perm: [1, 0, 2, 3] });
+}
+

@@ -1,0 +1,151 @@
+import { availableParallelism } from 'node:os';
+import ort from 'onnxruntime-node';
+import { findLayer, validateModel, type Model } from '../model/layers.js';
+import { inferShapes, type LayerInfo } from '../model/shapes.js';
+import { sizeOf, type Tensor } from '../tensor.js';
+import { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './compile.js';
+import { activationName, buildForwardGraph, buildProjectionGraph, INPUT, layerOfSwitches, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK } from './graphs.js';
+
+export interface EngineOptions {
+  /** Threads for one ORT session; default: the cores available. */
+  threads?: number;
+}
+
+/** Max-pool switches: for each pooled output, the flat index (over the whole batch tensor) of the max in the input. */
+export interface Switches {
+  shape: number[];
+  data: BigInt64Array;
+}
+
+export interface ForwardResult {
+  activations: Map<string, Tensor>;
+  switches: Map<string, Switches>;
+}
+
+/** What to propagate back: a mask over one layer's output, scaled by the activation (Zeiler & Fergus) or not (Captum). */
+export interface Seed {
+  layer: string;
+  /** Same shape as the layer's output for the batch: [N, C, H, W] or [N, F]. */
+  mask: Tensor;
+  value: 'activation' | 'one';
+}
+
+export interface BackwardSettings {
+  rule: BackwardRule;
+  lrn: LrnBackward;
+}
+
+/** Runs a model's compiled graphs in onnxruntime, one cached session per graph kind and configuration. */
+export class Engine {
+  readonly infos: LayerInfo[];
+  private sessions = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly threads: number;
+
+  constructor(
+    readonly model: Model,
+    options: EngineOptions = {},
+  ) {
+    validateModel(model);
+    this.infos = inferShapes(model);
+    this.threads = options.threads ?? availableParallelism();
+  }
+
+  info(layer: string): LayerInfo {
+    return this.infos[findLayer(this.model, layer).index];
+  }
+
+  private session(key: string, build: () => Uint8Array): Promise<ort.InferenceSession> {
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = ort.InferenceSession.create(build(), {
+        intraOpNumThreads: this.threads,
+        interOpNumThreads: 1,
+        graphOptimizationLevel: 'all',
+        executionMode: 'sequential',
+        logSeverityLevel: 3,
+      });
+      // A failed compile must not poison the cache for the next caller.
+      s.catch(() => this.sessions.delete(key));
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  private checkInput(input: Tensor): number {
+    const [c, h, w] = this.model.input;
+    if (input.shape.length !== 4 || input.shape[1] !== c || input.shape[2] !== h || input.shape[3] !== w) {
+      throw new Error(`input has shape [${input.shape}], model ${this.model.name} takes [N,${c},${h},${w}]`);
+    }
+    return input.shape[0];
+  }
+
+  /** Activations of the named layers for a batch, and the max-pool switches when asked for. */
+  async forward(input: Tensor, layers: string[], options: { switches?: boolean } = {}): Promise<ForwardResult> {
+    this.checkInput(input);
+    const indices = [...new Set(layers.map((l) => findLayer(this.model, l).index))].sort((a, b) => a - b);
+    if (indices.length === 0) throw new Error('forward needs at least one layer');
+    const withSwitches = options.switches === true;
+    const key = `forward:${indices.join(',')}:${withSwitches}`;
+    const session = await this.session(key, () => buildForwardGraph(this.model, this.infos, indices, withSwitches));
+    const out = await session.run({ [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const activations = new Map<string, Tensor>();
+    for (const i of indices) {
+      const name = this.model.layers[i].name;
+      const t = out[activationName(name)];
+      activations.set(name, { shape: [...t.dims], data: t.data as Float32Array });
+    }
+    const switches = new Map<string, Switches>();
+    if (withSwitches) {
+      for (const [name, t] of Object.entries(out)) {
+        const layer = layerOfSwitches(name);
+        if (layer) switches.set(layer, { shape: [...t.dims], data: t.data as BigInt64Array });
+      }
+    }
+    return { activations, switches };
+  }
+
+  /**
+   * Backward from a seed at one layer to the input pixels with the given ReLU rule. Returns the signal at the input
+   * (the projection) and the seeded layer's activations.
+   */
+  async backward(input: Tensor, seed: Seed, settings: BackwardSettings): Promise<{ projection: Tensor; activation: Tensor }> {
+    const n = this.checkInput(input);
+    if (!BACKWARD_RULES.includes(settings.rule)) throw new Error(`unknown rule '${settings.rule}'; use ${BACKWARD_RULES.join(', ')}`);
+    if (!LRN_MODES.includes(settings.lrn)) throw new Error(`unknown LRN mode '${settings.lrn}'; use ${LRN_MODES.join(', ')}`);
+    const { index } = findLayer(this.model, seed.layer);
+    const outShape = [n, ...this.infos[index].outShape];
+    if (seed.mask.shape.join(',') !== outShape.join(',')) {
+      throw new Error(`seed mask has shape [${seed.mask.shape}], layer ${seed.layer} outputs [${outShape}]`);
+    }
+    const key = `project:${index}:${settings.rule}:${settings.lrn}`;
+    const session = await this.session(key, () => buildProjectionGraph(this.model, this.infos, index, settings.rule, settings.lrn));
+    const out = await session.run({
+      [INPUT]: new ort.Tensor('float32', input.data, input.shape),
+      [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
+      [SEED_BY_ACTIVATION]: new ort.Tensor('float32', Float32Array.of(seed.value === 'activation' ? 1 : 0), [1]),
+    });
+    const p = out[PROJECTION];
+    const a = out[activationName(seed.layer)];
+    return {
+      projection: { shape: [...p.dims], data: p.data as Float32Array },
+      activation: { shape: [...a.dims], data: a.data as Float32Array },
+    };
+  }
+
+  /** Number of values in one batch element's output of a layer. */
+  unitsPerItem(layer: string): number {
+    return sizeOf(this.info(layer).outShape);
+  }
+
+  async dispose(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of all) {
+      try {
+        await (await s).release();
+      } catch {
+        // a session that failed to compile has nothing to release
+      }
+    }
+  }
+}

@@ -1,0 +1,137 @@
+import { readFileSync } from 'node:fs';
+import { sizeOf, type Tensor } from '../tensor.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { layerFromJson, layerToJson, type LayerJson, type Model } from './layers.js';
+
+export interface SafetensorsFile {
+  tensors: Map<string, Tensor>;
+  metadata: Record<string, string>;
+}
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+export function decodeSafetensors(buf: Uint8Array, what: string): SafetensorsFile {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 8) throw new Error(`${what} is not a safetensors file (too short)`);
+  const headerLen = Number(b.readBigUInt64LE(0));
+  if (headerLen <= 0 || 8 + headerLen > b.length) throw new Error(`${what} is not a safetensors file (bad header length)`);
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(b.toString('utf8', 8, 8 + headerLen));
+  } catch {
+    throw new Error(`${what} is not a safetensors file (header is not JSON)`);
+  }
+  const data = b.subarray(8 + headerLen);
+  const tensors = new Map<string, Tensor>();
+  let metadata: Record<string, string> = {};
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      metadata = (entry ?? {}) as Record<string, string>;
+      continue;
+    }
+    const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    const n = sizeOf(shape);
+    const [start, end] = offsets;
+    if (end > data.length || start > end) throw new Error(`${what}: tensor '${name}' lies past the end of the file (truncated?)`);
+    const dv = new DataView(data.buffer, data.byteOffset + start, end - start);
+    const out = new Float32Array(n);
+    const width = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, BOOL: 1 }[dtype];
+    if (width === undefined) throw new Error(`${what}: tensor '${name}' has dtype ${dtype}, which convscope does not read`);
+    if (end - start !== n * width) throw new Error(`${what}: tensor '${name}' has ${end - start} bytes for ${n} ${dtype} values`);
+    for (let i = 0; i < n; i++) {
+      switch (dtype) {
+        case 'F32': out[i] = dv.getFloat32(i * 4, true); break;
+        case 'F64': out[i] = dv.getFloat64(i * 8, true); break;
+        case 'F16': out[i] = halfToFloat(dv.getUint16(i * 2, true)); break;
+        case 'BF16': out[i] = new Float32Array(new Uint32Array([dv.getUint16(i * 2, true) << 16]).buffer)[0]; break;
+        case 'I64': out[i] = Number(dv.getBigInt64(i * 8, true)); break;
+        case 'I32': out[i] = dv.getInt32(i * 4, true); break;
+        default: out[i] = dv.getUint8(i);
+      }
+    }
+    tensors.set(name, { shape, data: out });
+  }
+  return { tensors, metadata };
+}
+
+export function encodeSafetensors(tensors: Map<string, Tensor>, metadata: Record<string, string>): Buffer {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  const entries = [...tensors.entries()];
+  for (const [name, t] of entries) {
+    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const headerBytes = Buffer.from(json, 'utf8');
+  const out = Buffer.alloc(8 + headerBytes.length + offset);
+  out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
+  headerBytes.copy(out, 8);
+  let pos = 8 + headerBytes.length;
+  for (const [, t] of entries) {
+    Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).copy(out, pos);
+    pos += t.data.byteLength;
+  }
+  return out;
+}
+
+const MEAN_IMAGE_KEY = 'preprocess.mean_image';
+
+/** A model from a safetensors file whose `__metadata__.architecture` lists the layers (the format convscope writes). */
+export function modelFromSafetensors(buf: Uint8Array, path: string): Model {
+  const { tensors, metadata } = decodeSafetensors(buf, path);
+  if (!metadata.architecture) {
+    throw new Error(`${path} has no __metadata__.architecture: convscope needs the layer list (save with convscope, or import the ONNX export instead)`);
+  }
+  let layers;
+  let input: { shape?: number[]; mean_rgb?: number[]; mean?: number[]; scale?: number };
+  try {
+    layers = (JSON.parse(metadata.architecture) as LayerJson[]).map(layerFromJson);
+    input = metadata.input ? JSON.parse(metadata.input) : {};
+  } catch (e) {
+    throw new Error(`${path}: unreadable architecture metadata: ${(e as Error).message}`);
+  }
+  const shape = input.shape ?? [];
+  const chw = (shape.length === 4 ? shape.slice(1) : shape) as [number, number, number];
+  if (chw.length !== 3) throw new Error(`${path}: __metadata__.input.shape must be [N,C,H,W] or [C,H,W]`);
+  const meanImage = tensors.get(MEAN_IMAGE_KEY);
+  tensors.delete(MEAN_IMAGE_KEY);
+  const mean = input.mean_rgb ?? input.mean ?? new Array(chw[0]).fill(0);
+  return {
+    name: metadata.name ?? path.replace(/^.*\//, '').replace(/\.safetensors$/, ''),
+    input: chw,
+    layers,
+    weights: tensors,
+    preprocess: { mean, scale: input.scale ?? 1, ...(meanImage ? { meanImage } : {}) },
+    ...(metadata.classes ? { classes: JSON.parse(metadata.classes) as string[] } : {}),
+  };
+}
+
+export function modelToSafetensors(model: Model): Buffer {
+  const metadata: Record<string, string> = {
+    format: 'pt',
+    name: model.name,
+    architecture: JSON.stringify(model.layers.map(layerToJson)),
+    input: JSON.stringify({ shape: [1, ...model.input], normalization: '(u8 - mean) * scale', mean_rgb: model.preprocess.mean, scale: model.preprocess.scale }),
+  };
+  if (model.classes) metadata.classes = JSON.stringify(model.classes);
+  const tensors = new Map(model.weights);
+  if (model.preprocess.meanImage) tensors.set(MEAN_IMAGE_KEY, model.preprocess.meanImage);
+  return encodeSafetensors(tensors, metadata);
+}
+
+export function readSafetensorsModel(path: string): Model {
+  return modelFromSafetensors(readFileSync(path), path);
+}
+
+export function writeSafetensorsModel(path: string, model: Model): void {
+  writeFileAtomic(path, modelToSafetensors(model));
+}
