@@ -17,13 +17,14 @@ export type Layer =
 
 export type LayerType = Layer['type'];
 
-/** How raw images become network input: (pixel in 0..255) minus mean, times scale. */
+/** How raw images become network input: (pixel in 0..255 - mean) / std, per channel. */
 export interface Preprocess {
   /** Per-channel mean, in 0..255 units. */
   mean: number[];
+  /** Per-channel divisor, in 0..255 units: 1 for the paper's raw-pixel convention, 255*0.229 ... for torchvision. */
+  std: number[];
   /** Per-pixel mean image [C,H,W] (the paper's choice); when present it replaces the per-channel mean. */
   meanImage?: Tensor;
-  scale: number;
 }
 
 /** An ordered stack of named layers with PyTorch-named weights (`conv1.weight`), NCHW float32. */

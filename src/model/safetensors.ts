@@ -92,7 +92,7 @@ export function modelFromSafetensors(buf: Uint8Array, path: string): Model {
     throw new Error(`${path} has no __metadata__.architecture: convscope needs the layer list (save with convscope, or import the ONNX export instead)`);
   }
   let layers;
-  let input: { shape?: number[]; mean_rgb?: number[]; mean?: number[]; scale?: number };
+  let input: { shape?: number[]; mean_rgb?: number[]; mean?: number[]; std?: number[] };
   try {
     layers = (JSON.parse(metadata.architecture) as LayerJson[]).map(layerFromJson);
     input = metadata.input ? JSON.parse(metadata.input) : {};
@@ -110,7 +110,7 @@ export function modelFromSafetensors(buf: Uint8Array, path: string): Model {
     input: chw,
     layers,
     weights: tensors,
-    preprocess: { mean, scale: input.scale ?? 1, ...(meanImage ? { meanImage } : {}) },
+    preprocess: { mean, std: input.std ?? new Array(chw[0]).fill(1), ...(meanImage ? { meanImage } : {}) },
     ...(metadata.classes ? { classes: JSON.parse(metadata.classes) as string[] } : {}),
   };
 }
@@ -120,7 +120,7 @@ export function modelToSafetensors(model: Model): Buffer {
     format: 'pt',
     name: model.name,
     architecture: JSON.stringify(model.layers.map(layerToJson)),
-    input: JSON.stringify({ shape: [1, ...model.input], normalization: '(u8 - mean) * scale', mean_rgb: model.preprocess.mean, scale: model.preprocess.scale }),
+    input: JSON.stringify({ shape: [1, ...model.input], normalization: '(u8 - mean) / std', mean_rgb: model.preprocess.mean, std: model.preprocess.std }),
   };
   if (model.classes) metadata.classes = JSON.stringify(model.classes);
   const tensors = new Map(model.weights);

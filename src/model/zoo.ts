@@ -1,0 +1,166 @@
+import { Rng } from '../util/random.js';
+import { layerParams, type Layer, type Model, type Pair } from './layers.js';
+import { sizeOf } from '../tensor.js';
+import { inferShapes } from './shapes.js';
+
+/** Weight initialisation: the paper's (N(0, 0.01^2) weights, zero biases) or He's (N(0, 2/fan_in), zero biases). */
+export type InitScheme = 'paper' | 'kaiming';
+
+export interface ZooOptions {
+  seed?: number;
+  init?: InitScheme;
+  classes?: number;
+}
+
+const IMAGENET_MEAN = [123.68, 116.78, 103.94];
+
+interface ConvSpec { out: number; k: number; s: number; p: number }
+interface ZfShape {
+  input: [number, number, number];
+  convs: [ConvSpec, ConvSpec, ConvSpec, ConvSpec, ConvSpec];
+  pools: [{ k: number; s: number; p: number }, { k: number; s: number; p: number }, { k: number; s: number; p: number }];
+  lrn: { size: number; alpha: number; beta: number; k: number };
+  fc: [number, number];
+  classes: number;
+}
+
+const p2 = (v: number): Pair => [v, v];
+
+/** The ZFNet/AlexNet layer sequence: 5 conv (LRN after 1-2, pools after 1, 2, 5), 3 fully connected with dropout. */
+function zfStack(spec: ZfShape): Layer[] {
+  const layers: Layer[] = [];
+  let channels = spec.input[0];
+  const conv = (i: number) => {
+    const c = spec.convs[i - 1];
+    layers.push({ type: 'conv2d', name: `conv${i}`, inChannels: channels, outChannels: c.out, kernel: p2(c.k), stride: p2(c.s), padding: p2(c.p), bias: true });
+    layers.push({ type: 'relu', name: `relu${i}` });
+    channels = c.out;
+  };
+  const pool = (name: string, p: { k: number; s: number; p: number }) =>
+    layers.push({ type: 'maxpool2d', name, kernel: p2(p.k), stride: p2(p.s), padding: p2(p.p), ceilMode: false });
+  const lrn = (name: string) => layers.push({ type: 'lrn', name, ...spec.lrn });
+  conv(1); pool('pool1', spec.pools[0]); lrn('norm1');
+  conv(2); pool('pool2', spec.pools[1]); lrn('norm2');
+  conv(3); conv(4); conv(5); pool('pool5', spec.pools[2]);
+  layers.push({ type: 'flatten', name: 'flatten' });
+  // Flattened size depends on the geometry: take it from shape inference of the conv part.
+  const convInfos = inferShapes({ input: spec.input, layers });
+  let features = sizeOf(convInfos[convInfos.length - 1].outShape);
+  spec.fc.forEach((width, j) => {
+    const i = j + 6;
+    layers.push({ type: 'linear', name: `fc${i}`, inFeatures: features, outFeatures: width, bias: true });
+    layers.push({ type: 'relu', name: `relu${i}` });
+    layers.push({ type: 'dropout', name: `drop${i}`, p: 0.5 });
+    features = width;
+  });
+  layers.push({ type: 'linear', name: 'fc8', inFeatures: features, outFeatures: spec.classes, bias: true });
+  return layers;
+}
+
+const PAPER_LRN = { size: 5, alpha: 1e-4, beta: 0.75, k: 2 };
+const SMALL_POOL = { k: 3, s: 2, p: 1 };
+
+const ZOO: Record<string, { describe: string; shape: (classes?: number) => ZfShape; mean: number[] }> = {
+  zfnet: {
+    describe: 'ZFNet (Zeiler & Fergus 2014), 3x224x224, conv1 96@7x7/2, 1000 classes',
+    mean: IMAGENET_MEAN,
+    shape: (classes = 1000) => ({
+      input: [3, 224, 224],
+      convs: [{ out: 96, k: 7, s: 2, p: 1 }, { out: 256, k: 5, s: 2, p: 0 }, { out: 384, k: 3, s: 1, p: 1 }, { out: 384, k: 3, s: 1, p: 1 }, { out: 256, k: 3, s: 1, p: 1 }],
+      pools: [{ k: 3, s: 2, p: 1 }, { k: 3, s: 2, p: 1 }, { k: 3, s: 2, p: 0 }],
+      lrn: PAPER_LRN,
+      fc: [4096, 4096],
+      classes,
+    }),
+  },
+  alexnet: {
+    describe: 'AlexNet (Krizhevsky 2012, ungrouped), 3x224x224, conv1 96@11x11/4, 1000 classes',
+    mean: IMAGENET_MEAN,
+    shape: (classes = 1000) => ({
+      input: [3, 224, 224],
+      convs: [{ out: 96, k: 11, s: 4, p: 2 }, { out: 256, k: 5, s: 1, p: 2 }, { out: 384, k: 3, s: 1, p: 1 }, { out: 384, k: 3, s: 1, p: 1 }, { out: 256, k: 3, s: 1, p: 1 }],
+      pools: [{ k: 3, s: 2, p: 0 }, { k: 3, s: 2, p: 0 }, { k: 3, s: 2, p: 0 }],
+      lrn: PAPER_LRN,
+      fc: [4096, 4096],
+      classes,
+    }),
+  },
+  'zfnet-small': {
+    describe: 'ZFNet shape for 3x64x64 (the layer sequence of the reference fixtures), conv1 32@7x7/2, 10 classes',
+    mean: IMAGENET_MEAN,
+    shape: (classes = 10) => ({
+      input: [3, 64, 64],
+      convs: [{ out: 32, k: 7, s: 2, p: 3 }, { out: 64, k: 5, s: 2, p: 2 }, { out: 96, k: 3, s: 1, p: 1 }, { out: 96, k: 3, s: 1, p: 1 }, { out: 64, k: 3, s: 1, p: 1 }],
+      pools: [SMALL_POOL, SMALL_POOL, SMALL_POOL],
+      lrn: PAPER_LRN,
+      fc: [256, 256],
+      classes,
+    }),
+  },
+  'alexnet-small': {
+    describe: 'AlexNet shape for 3x64x64, conv1 32@11x11/4 and conv2 5x5/1, 10 classes',
+    mean: IMAGENET_MEAN,
+    shape: (classes = 10) => ({
+      input: [3, 64, 64],
+      convs: [{ out: 32, k: 11, s: 4, p: 5 }, { out: 64, k: 5, s: 1, p: 2 }, { out: 96, k: 3, s: 1, p: 1 }, { out: 96, k: 3, s: 1, p: 1 }, { out: 64, k: 3, s: 1, p: 1 }],
+      pools: [SMALL_POOL, SMALL_POOL, SMALL_POOL],
+      lrn: PAPER_LRN,
+      fc: [256, 256],
+      classes,
+    }),
+  },
+  'zfnet-mnist': {
+    describe: 'ZFNet shape for 1x28x28 grey images (Fashion-MNIST), conv1 32@5x5/1, 10 classes',
+    mean: [72.94],
+    shape: (classes = 10) => ({
+      input: [1, 28, 28],
+      convs: [{ out: 32, k: 5, s: 1, p: 2 }, { out: 64, k: 3, s: 1, p: 1 }, { out: 96, k: 3, s: 1, p: 1 }, { out: 96, k: 3, s: 1, p: 1 }, { out: 64, k: 3, s: 1, p: 1 }],
+      pools: [SMALL_POOL, SMALL_POOL, SMALL_POOL],
+      lrn: PAPER_LRN,
+      fc: [256, 256],
+      classes,
+    }),
+  },
+};
+
+export const ZOO_NAMES = Object.keys(ZOO);
+
+export function zooDescription(name: string): string {
+  return ZOO[name]?.describe ?? '';
+}
+
+export function isZooName(name: string): boolean {
+  return name in ZOO;
+}
+
+/** Seeded weights for a layer stack. */
+export function initWeights(layers: Layer[], scheme: InitScheme, seed: number): Map<string, import('../tensor.js').Tensor> {
+  const rng = new Rng(seed);
+  const weights = new Map();
+  for (const layer of layers) {
+    for (const { key, shape } of layerParams(layer)) {
+      const data = new Float32Array(sizeOf(shape));
+      if (key.endsWith('.weight') && (layer.type === 'conv2d' || layer.type === 'linear')) {
+        const fanIn = sizeOf(shape.slice(1));
+        const sigma = scheme === 'paper' ? 0.01 : Math.sqrt(2 / fanIn);
+        for (let i = 0; i < data.length; i++) data[i] = rng.normal() * sigma;
+      } else if (key.endsWith('.weight') || key.endsWith('.running_var')) data.fill(1);
+      weights.set(key, { shape, data });
+    }
+  }
+  return weights;
+}
+
+export function createZooModel(name: string, options: ZooOptions = {}): Model {
+  const entry = ZOO[name];
+  if (!entry) throw new Error(`unknown zoo model '${name}'; the zoo has ${ZOO_NAMES.join(', ')}`);
+  const shape = entry.shape(options.classes);
+  const layers = zfStack(shape);
+  return {
+    name,
+    input: shape.input,
+    layers,
+    weights: initWeights(layers, options.init ?? 'paper', options.seed ?? 0),
+    preprocess: { mean: [...entry.mean], std: new Array(shape.input[0]).fill(1) },
+  };
+}
