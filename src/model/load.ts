@@ -1,0 +1,24 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { validateModel, type Model } from './layers.js';
+import { modelFromOnnx } from './onnx-import.js';
+import { modelFromSafetensors } from './safetensors.js';
+import { createZooModel, isZooName, ZOO_NAMES, type ZooOptions } from './zoo.js';
+
+/** A model from a zoo name, a .safetensors file (convscope's format) or an .onnx file (a PyTorch export). */
+export function loadModel(spec: string, zooOptions: ZooOptions = {}): Model {
+  let model: Model;
+  if (isZooName(spec)) model = createZooModel(spec, zooOptions);
+  else {
+    if (!existsSync(spec)) {
+      throw new Error(`model '${spec}' is neither a zoo model (${ZOO_NAMES.join(', ')}) nor an existing file`);
+    }
+    const buf = readFileSync(spec);
+    const ext = extname(spec).toLowerCase();
+    if (ext === '.onnx') model = modelFromOnnx(buf, spec);
+    else if (ext === '.safetensors') model = modelFromSafetensors(buf, spec);
+    else throw new Error(`model file ${spec}: expected a .onnx or .safetensors file`);
+  }
+  validateModel(model);
+  return model;
+}

@@ -1,0 +1,103 @@
+// Parity of the compiled forward and backward graphs with PyTorch 1.13 / Captum 0.7 (../shared/fixtures/small).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Engine } from '../src/engine/engine.js';
+import { readSafetensorsModel } from '../src/model/safetensors.js';
+import { maxUnit, projectClass, projectUnit, projectUnits, type Unit } from '../src/analysis/project.js';
+import { concatBatch, tensor, type Tensor } from '../src/tensor.js';
+import { assertClose, fixture, fixtureNpy } from './helpers.js';
+
+// The fixtures' README: a correct float32 implementation meets max|ours - ref| <= 1e-4 * max|ref|.
+const TOL = 1e-4;
+
+let engine: Engine;
+let input: Tensor;
+before(() => {
+  engine = new Engine(readSafetensorsModel(fixture('weights.safetensors')));
+  input = fixtureNpy('input.npy');
+});
+after(() => engine.dispose());
+
+describe('forward parity', () => {
+  test('logits and activations equal PyTorch', async () => {
+    const pairs: [string, string][] = [
+      ['fc8', 'logits.npy'], ['pool1', 'act_pool1.npy'], ['norm1', 'act_norm1.npy'], ['norm2', 'act_norm2.npy'],
+      ['relu5', 'act_relu5.npy'], ['pool5', 'act_pool5.npy'], ['fc6', 'act_fc6.npy'],
+    ];
+    const { activations } = await engine.forward(input, pairs.map(([l]) => l));
+    for (const [layer, file] of pairs) assertClose(activations.get(layer)!, fixtureNpy(file), TOL, layer);
+  });
+
+  test('switches are flat indices over the batch tensor and pick each window max', async () => {
+    const batch = concatBatch([input, fixtureNpy('train_batch_input.npy')]);
+    const { activations, switches } = await engine.forward(batch, ['norm1', 'pool2'], { switches: true });
+    const pooled = activations.get('pool2')!;
+    const sw = switches.get('pool2')!;
+    const { activations: below } = await engine.forward(batch, ['relu2']);
+    const relu2 = below.get('relu2')!;
+    assert.deepEqual(sw.shape, pooled.shape);
+    const perItem = relu2.data.length / batch.shape[0];
+    for (let i = 0; i < sw.data.length; i++) {
+      const idx = Number(sw.data[i]);
+      const item = Math.floor(i / (pooled.data.length / batch.shape[0]));
+      assert.ok(idx >= item * perItem && idx < (item + 1) * perItem, `switch ${i} points outside its batch item`);
+      assert.equal(relu2.data[idx], pooled.data[i]);
+    }
+    assert.ok(switches.has('pool1'), 'switches of every max-pool below the requested layers');
+  });
+});
+
+const units: [number, string][] = [[19, 'f19'], [59, 'f59'], [8, 'f8']];
+
+describe('deconvnet projections (Zeiler & Fergus)', () => {
+  for (const [feature, tag] of units) {
+    test(`relu5 ${tag}: seeded with the activation, LRN true gradient and LRN identity`, async () => {
+      const meta = JSON.parse(await import('node:fs').then((fs) => fs.readFileSync(fixture('index.json'), 'utf8'))).files[`zf_proj_relu5_${tag}_lrngrad.npy`];
+      for (const lrn of ['gradient', 'identity'] as const) {
+        const p = await projectUnit(engine, input, 'relu5', feature, 'max', { rule: 'deconvnet', lrn, seedValue: 'activation' });
+        assert.deepEqual([p.unit.y, p.unit.x], [meta.h, meta.w], 'max position');
+        assert.ok(Math.abs(p.value - meta.value) <= 1e-4 * meta.value, `value ${p.value} vs ${meta.value}`);
+        assertClose(p.projection, fixtureNpy(`zf_proj_relu5_${tag}_${lrn === 'gradient' ? 'lrngrad' : 'lrnskip'}.npy`), TOL, `${tag} lrn ${lrn}`);
+      }
+    });
+    test(`relu5 ${tag}: seeded with 1 equals Captum Deconvolution`, async () => {
+      const p = await projectUnit(engine, input, 'relu5', feature, 'max', { rule: 'deconvnet', lrn: 'gradient', seedValue: 'one' });
+      assertClose(p.projection, fixtureNpy(`deconv_captum_relu5_${tag}.npy`), TOL, tag);
+    });
+  }
+
+  test('nine units in one batch equal nine single projections', async () => {
+    const { activations } = await engine.forward(input, ['conv3']);
+    const act = activations.get('conv3')!;
+    const nine: Unit[] = [0, 5, 11, 17, 30, 47, 63, 80, 95].map((f) => maxUnit(act, 0, f).unit);
+    nine[8] = { ...nine[8], y: 0, x: 3 };
+    const batch = concatBatch(nine.map(() => input));
+    const together = await projectUnits(engine, batch, 'conv3', nine, { rule: 'deconvnet', lrn: 'gradient', seedValue: 'activation' });
+    for (let i = 0; i < nine.length; i++) {
+      const [alone] = await projectUnits(engine, input, 'conv3', [nine[i]], { rule: 'deconvnet', lrn: 'gradient', seedValue: 'activation' });
+      assertClose(together[i].projection, alone.projection, 1e-6, `unit ${i}`);
+      assert.equal(together[i].value, alone.value);
+    }
+  });
+});
+
+describe('class-score backward (Captum)', () => {
+  const cases: [('deconvnet' | 'guided' | 'gradient'), string][] = [
+    ['deconvnet', 'deconv_captum_target2.npy'], ['guided', 'guided_captum_target.npy'], ['gradient', 'gradient_target.npy'],
+  ];
+  for (const [rule, file] of cases) {
+    test(`${rule} of logit 2`, async () => {
+      assertClose(await projectClass(engine, input, 2, { rule, lrn: 'gradient' }), fixtureNpy(file), TOL, rule);
+    });
+  }
+});
+
+describe('bad requests', () => {
+  test('feature and unit out of range, unknown layer, wrong input shape', async () => {
+    const settings = { rule: 'deconvnet', lrn: 'gradient', seedValue: 'activation' } as const;
+    await assert.rejects(projectUnit(engine, input, 'relu5', 64, 'max', settings), /feature 64 is out of range for layer relu5, which has 64/);
+    await assert.rejects(projectUnit(engine, input, 'relu5', 0, [4, 0], settings), /outside layer relu5's 4x4 map/);
+    await assert.rejects(projectUnit(engine, input, 'conv9', 0, 'max', settings), /unknown layer 'conv9'/);
+    await assert.rejects(engine.forward(tensor([1, 3, 32, 32]), ['fc8']), /takes \[N,3,64,64\]/);
+  });
+});
