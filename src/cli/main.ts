@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+import { formatHelp, parseOptions, UsageError, type OptionSpec } from './args.js';
+import { COMMANDS } from './commands.js';
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return [
+    'convscope: see what a convolutional network has learned (Zeiler & Fergus 2014)',
+    '',
+    'usage: convscope <command> [--option value ...]   (convscope <command> --help for its options)',
+    '',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+  ].join('\n');
+}
+
+/** Runs one CLI invocation; returns the exit code (0 ok, 2 bad input or failure). */
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return 0;
+  }
+  const command = COMMANDS[name];
+  try {
+    if (!command) throw new UsageError(`unknown command '${name}'; commands: ${Object.keys(COMMANDS).join(', ')}`);
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(formatHelp(name, command.summary, command.options as Record<string, OptionSpec>));
+      return 0;
+    }
+    await command.run(parseOptions(name, rest, command.options));
+    return 0;
+  } catch (e) {
+    // One line that names the problem: ORT and sharp errors can span lines, the first says what went wrong.
+    const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+    process.stderr.write(`convscope: ${message}\n`);
+    return 2;
+  }
+}
+
+const isEntry = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isEntry) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
