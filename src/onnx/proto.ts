@@ -58,6 +58,8 @@ export interface ModelProto {
   opsetVersion: number;
   producer: string;
   graph: GraphProto;
+  /** metadata_props: free-form key/value strings that travel with the model (convscope stores its layer list there). */
+  metadataProps?: { key: string; value: string }[];
 }
 
 // ---------------------------------------------------------------- writing
@@ -192,6 +194,12 @@ export function encodeModel(model: ModelProto): Uint8Array {
     op.string(1, '');
     op.int(2, model.opsetVersion);
   });
+  for (const { key, value } of model.metadataProps ?? []) {
+    w.message(14, (e) => {
+      e.string(1, key);
+      e.string(2, value);
+    });
+  }
   return w.finish();
 }
 
@@ -419,6 +427,7 @@ export function decodeModel(buf: Uint8Array): ModelProto {
   let irVersion = 0;
   let producer = '';
   let opsetVersion = 0;
+  const metadataProps: { key: string; value: string }[] = [];
   r.fields((f) => {
     switch (f) {
       case 1: irVersion = r.int(); return true;
@@ -437,9 +446,21 @@ export function decodeModel(buf: Uint8Array): ModelProto {
         if (domain === '' || domain === 'ai.onnx') opsetVersion = version;
         return true;
       }
+      case 14: {
+        const e = r.lengthDelimited();
+        const entry = { key: '', value: '' };
+        e.fields((ef) => {
+          if (ef === 1) entry.key = e.string();
+          else if (ef === 2) entry.value = e.string();
+          else return false;
+          return true;
+        });
+        metadataProps.push(entry);
+        return true;
+      }
       default: return false;
     }
   });
   if (!graph) throw new Error('not an ONNX model: no graph found');
-  return { irVersion, opsetVersion, producer, graph };
+  return { irVersion, opsetVersion, producer, graph, metadataProps };
 }

@@ -1,0 +1,105 @@
+// The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { createZooModel } from '../src/model/zoo.js';
+import { writeSafetensorsModel } from '../src/model/safetensors.js';
+import { readNpy } from '../src/tensor.js';
+import { assertClose, fixture, fixtureNpy, ROOT } from './helpers.js';
+
+const CLI = join(ROOT, 'src', 'cli', 'main.ts');
+
+function run(args: string[]): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, encoding: 'utf8' });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'convscope-cli-'));
+}
+
+describe('convscope project', () => {
+  test('reproduces zf_proj_relu5_f19_lrngrad.npy from model.onnx + input.npy, with a PNG', () => {
+    const dir = tmp();
+    const out = join(dir, 'p.npy');
+    const png = join(dir, 'p.png');
+    const r = run(['project', '--model', fixture('model.onnx'), '--input-npy', fixture('input.npy'), '--layer', 'relu5', '--feature', '19', '--out', out, '--png', png]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /relu5 feature 19 at \(1,1\) = 78\.53/);
+    assertClose(readNpy(out), fixtureNpy('zf_proj_relu5_f19_lrngrad.npy'), 1e-4, 'CLI projection');
+    assert.ok(existsSync(png));
+  });
+
+  test('reads an image, applies --mean, and matches the same input given as .npy', () => {
+    const dir = tmp();
+    const common = ['--model', fixture('weights.safetensors'), '--layer', 'conv3', '--feature', '5', '--unit', '1,2', '--rule', 'guided', '--lrn', 'identity', '--seed-value', 'one'];
+    const a = run(['project', ...common, '--image', fixture('input.png'), '--mean', '123.68,116.78,103.94', '--out', join(dir, 'a.npy')]);
+    const b = run(['project', ...common, '--input-npy', fixture('input.npy'), '--out', join(dir, 'b.npy')]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    assertClose(readNpy(join(dir, 'a.npy')), readNpy(join(dir, 'b.npy')), 0, 'image vs npy input');
+  });
+});
+
+describe('bad input: one line, exit code 2, no output file', () => {
+  const dir = tmp();
+  const garbage = join(dir, 'garbage.onnx');
+  writeFileSync(garbage, Buffer.from('this is not a protobuf model at all'));
+  const notImage = join(dir, 'photo.jpg');
+  writeFileSync(notImage, Buffer.from('not a jpeg'));
+  const nanModel = join(dir, 'nan.safetensors');
+  const model = createZooModel('zfnet-small');
+  model.weights.get('conv2.weight')!.data[17] = NaN;
+  writeSafetensorsModel(nanModel, model);
+
+  const base = ['--input-npy', fixture('input.npy'), '--layer', 'relu5', '--feature', '3'];
+  const cases: [string, string[], RegExp][] = [
+    ['missing model file', ['--model', join(dir, 'nope.onnx'), ...base], /nope\.onnx.*neither a zoo model .* nor an existing file/],
+    ['corrupt ONNX file', ['--model', garbage, ...base], /garbage\.onnx/],
+    ['missing input', ['--model', 'zfnet-small', '--input-npy', join(dir, 'none.npy'), '--layer', 'relu5', '--feature', '3'], /cannot read .*none\.npy/],
+    ['image that does not decode', ['--model', 'zfnet-small', '--image', notImage, '--layer', 'relu5', '--feature', '3'], /cannot decode image .*photo\.jpg/],
+    ['unknown layer', ['--model', 'zfnet-small', '--input-npy', fixture('input.npy'), '--layer', 'conv9', '--feature', '3'], /unknown layer 'conv9'/],
+    ['feature out of range', ['--model', 'zfnet-small', '--input-npy', fixture('input.npy'), '--layer', 'relu5', '--feature', '64'], /feature 64 is out of range/],
+    ['NaN in weights', ['--model', nanModel, ...base], /weight 'conv2\.weight' contains NaN/],
+    ['input of the wrong size', ['--model', 'zfnet-mnist', ...base], /input\.npy has shape \[1,3,64,64\], model zfnet-mnist takes \[1,1,28,28\]/],
+    ['unknown option', ['--model', 'zfnet-small', ...base, '--colour', 'red'], /unknown option --colour/],
+    ['bad rule', ['--model', 'zfnet-small', ...base, '--rule', 'magic'], /--rule must be one of gradient, deconvnet, guided; got 'magic'/],
+  ];
+  for (const [what, args, message] of cases) {
+    test(what, () => {
+      const out = join(dir, `${what.replace(/\W+/g, '_')}.npy`);
+      const png = join(dir, `${what.replace(/\W+/g, '_')}.png`);
+      const r = run(['project', ...args, '--out', out, '--png', png]);
+      assert.equal(r.code, 2, `exit code; stderr: ${r.stderr}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+      assert.match(lines[0], /^convscope: /);
+      assert.match(lines[0], message);
+      assert.ok(!existsSync(out) && !existsSync(png), 'no output written');
+    });
+  }
+  test('no temporary files are left behind', () => {
+    assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
+  });
+});
+
+test('inspect prints receptive fields and totals', () => {
+  const r = run(['inspect', '--model', 'zfnet-small']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^conv5 +conv2d +64x4x4 +139 \/16 @-69/m);
+  assert.match(r.stdout, /^total +383\.9k/m);
+});
+
+test('demo writes PNG and .npy projections', () => {
+  const dir = tmp();
+  const r = run(['demo', '--out', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  const files = readdirSync(dir);
+  assert.ok(files.includes('overview.png'));
+  const npys = files.filter((f) => /^relu5_f\d+\.npy$/.test(f));
+  assert.equal(npys.length, 4);
+  for (const f of npys) assert.deepEqual(readNpy(join(dir, f)).shape, [1, 3, 64, 64]);
+});
