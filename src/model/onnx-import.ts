@@ -7,6 +7,7 @@ import { DataType, decodeModel, type AttributeValue, type GraphProto, type Model
 import { sizeOf, type Tensor } from '../tensor.js';
 import { layerFromJson, layerParams, validateModel, type Layer, type LayerJson, type Model, type Pair, type Preprocess } from './layers.js';
 import { inferShapes } from './shapes.js';
+import { halfToFloat } from '../util/half.js';
 
 /** metadata_props keys that convscope writes on export, so that an import restores the model exactly. */
 export const ONNX_META = {
@@ -144,15 +145,6 @@ export function float32Decimal(v: number): number {
     if (Math.fround(d) === v) return d;
   }
   return v;
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
 const ELEMENT_READERS: Record<number, [number, (dv: DataView, o: number) => number]> = {

@@ -2,19 +2,11 @@ import { readFileSync } from 'node:fs';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { layerFromJson, layerToJson, type LayerJson, type Model } from './layers.js';
+import { halfToFloat } from '../util/half.js';
 
 export interface SafetensorsFile {
   tensors: Map<string, Tensor>;
   metadata: Record<string, string>;
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * 2 ** -14 * (f / 1024);
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
 export function decodeSafetensors(buf: Uint8Array, what: string): SafetensorsFile {
