@@ -18,7 +18,7 @@ export const switchesName = (layer: string) => `${layer}${SWITCHES_SUFFIX}`;
 export const layerOfSwitches = (name: string) => (name.endsWith(SWITCHES_SUFFIX) ? name.slice(0, -SWITCHES_SUFFIX.length) : undefined);
 
 export interface ForwardTrace {
-  /** Tensor name of each layer's input (index i) and output (index i + 1); [0] is the graph input. */
+  /** Tensor name of layer i's input at index i and its output at index i + 1 (indices below `from` stay empty). */
   values: string[];
   /** For max-pool layers, the tensor name of the switches (flat int64 indices over the whole batch tensor). */
   switches: Map<number, string>;
@@ -30,6 +30,8 @@ export interface ForwardTrace {
 export type WeightSource = (key: string) => string;
 
 export interface ForwardOptions {
+  /** First layer to compute; `input` is that layer's input (default 0: the image). */
+  from?: number;
   /** Last layer to compute (inclusive). */
   upTo: number;
   /** Emit max-pool Indices outputs. */
@@ -121,9 +123,11 @@ function transposedWindowOp(b: GraphBuilder, g: string, weight: string, kernel: 
 }
 
 export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], input: string, weight: WeightSource, opts: ForwardOptions): ForwardTrace {
-  const trace: ForwardTrace = { values: [input], switches: new Map(), dropoutMasks: new Map() };
+  const from = opts.from ?? 0;
+  const trace: ForwardTrace = { values: [], switches: new Map(), dropoutMasks: new Map() };
+  trace.values[from] = input;
   let x = input;
-  for (let i = 0; i <= opts.upTo; i++) {
+  for (let i = from; i <= opts.upTo; i++) {
     const layer = model.layers[i];
     const info = infos[i];
     const out = activationName(layer.name);
@@ -192,7 +196,7 @@ export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], i
         break;
     }
     x = out;
-    trace.values.push(out);
+    trace.values[i + 1] = out;
   }
   return trace;
 }

@@ -71,6 +71,15 @@ export class Engine {
     return s;
   }
 
+  /**
+   * Runs a graph kind that an analysis compiles itself (from emitForward / emitBackward), cached under `key` like the
+   * built-in kinds. `key` must name everything the graph bakes in; inputs that change per call are feeds.
+   */
+  async runGraph(key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    const session = await this.session(`custom:${key}`, build);
+    return session.run(feeds);
+  }
+
   private checkInput(input: Tensor): number {
     const [c, h, w] = this.model.input;
     if (input.shape.length !== 4 || input.shape[1] !== c || input.shape[2] !== h || input.shape[3] !== w) {
