@@ -15,6 +15,7 @@ export const LRN_MODES: readonly LrnBackward[] = ['gradient', 'identity'];
 const SWITCHES_SUFFIX = '__switches';
 export const activationName = (layer: string) => `${layer}__out`;
 export const switchesName = (layer: string) => `${layer}${SWITCHES_SUFFIX}`;
+export const dropoutMaskName = (layer: string) => `${layer}__mask`;
 export const layerOfSwitches = (name: string) => (name.endsWith(SWITCHES_SUFFIX) ? name.slice(0, -SWITCHES_SUFFIX.length) : undefined);
 
 export interface ForwardTrace {
@@ -186,7 +187,7 @@ export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], i
       }
       case 'dropout':
         if (opts.dropout === 'mask') {
-          const mask = b.input(`${layer.name}__mask`, ['N', ...info.outShape]);
+          const mask = b.input(dropoutMaskName(layer.name), ['N', ...info.outShape]);
           trace.dropoutMasks.set(i, mask);
           b.op1('Mul', [x, mask], {}, out);
         } else b.op1('Identity', [x], {}, out);

@@ -4,7 +4,10 @@ import { findLayer, validateModel, type Model } from '../model/layers.js';
 import { inferShapes, type LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './compile.js';
-import { activationName, buildForwardGraph, buildProjectionGraph, INPUT, layerOfSwitches, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK } from './graphs.js';
+import {
+  activationName, buildEvalGraph, buildForwardGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName,
+  INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
+} from './graphs.js';
 
 export interface EngineOptions {
   /** Threads for one ORT session; default: the cores available. */
@@ -33,6 +36,14 @@ export interface Seed {
 export interface BackwardSettings {
   rule: BackwardRule;
   lrn: LrnBackward;
+}
+
+export interface TrainStepResult {
+  /** Mean softmax cross-entropy over the batch. */
+  loss: number;
+  logits: Tensor;
+  /** dLoss/dWeight for every weight, by key. */
+  grads: Map<string, Float32Array>;
 }
 
 /** Runs a model's compiled graphs in onnxruntime, one cached session per graph kind and configuration. */
@@ -139,6 +150,52 @@ export class Engine {
       projection: { shape: [...p.dims], data: p.data as Float32Array },
       activation: { shape: [...a.dims], data: a.data as Float32Array },
     };
+  }
+
+  private weightFeeds(weights: Map<string, Tensor>): Record<string, ort.Tensor> {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [key, t] of weights) feeds[key] = new ort.Tensor('float32', t.data, t.shape);
+    return feeds;
+  }
+
+  /**
+   * Loss, logits and every weight gradient for a batch, with the given weights (not the model's: the trainer owns
+   * them) and dropout masks (by dropout layer name, [N, ...], already scaled by 1/(1-p); omitted = no dropout).
+   */
+  async trainStep(input: Tensor, labels: Int32Array, weights: Map<string, Tensor>, dropoutMasks: Map<string, Tensor> = new Map()): Promise<TrainStepResult> {
+    const n = this.checkInput(input);
+    if (labels.length !== n) throw new Error(`${labels.length} labels for a batch of ${n}`);
+    const top = logitsLayer(this.model);
+    const classes = this.infos[top].outShape[0];
+    const onehot = new Float32Array(n * classes);
+    labels.forEach((l, i) => {
+      if (l < 0 || l >= classes) throw new Error(`label ${l} is out of range for ${classes} classes`);
+      onehot[i * classes + l] = 1;
+    });
+    const feeds = this.weightFeeds(weights);
+    feeds[INPUT] = new ort.Tensor('float32', input.data, input.shape);
+    feeds[LABELS] = new ort.Tensor('float32', onehot, [n, classes]);
+    for (const [i, layer] of this.model.layers.entries()) {
+      if (layer.type !== 'dropout' || i > top) continue;
+      const shape = [n, ...this.infos[i].outShape];
+      const mask = dropoutMasks.get(layer.name) ?? { shape, data: new Float32Array(sizeOf(shape)).fill(1) };
+      feeds[dropoutMaskName(layer.name)] = new ort.Tensor('float32', mask.data, shape);
+    }
+    const session = await this.session('train-step', () => buildTrainStepGraph(this.model, this.infos));
+    const out = await session.run(feeds);
+    const grads = new Map<string, Float32Array>();
+    for (const key of weights.keys()) grads.set(key, out[gradientName(key)].data as Float32Array);
+    const l = out[LOGITS];
+    return { loss: (out[LOSS].data as Float32Array)[0], logits: { shape: [...l.dims], data: l.data as Float32Array }, grads };
+  }
+
+  /** Class scores for a batch with the given weights (dropout off). */
+  async evaluate(input: Tensor, weights: Map<string, Tensor>): Promise<Tensor> {
+    this.checkInput(input);
+    const session = await this.session('eval', () => buildEvalGraph(this.model, this.infos));
+    const out = await session.run({ ...this.weightFeeds(weights), [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const l = out[LOGITS];
+    return { shape: [...l.dims], data: l.data as Float32Array };
   }
 
   /** Number of values in one batch element's output of a layer. */

@@ -4,13 +4,13 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { DataType } from '../onnx/proto.js';
 import type { Model } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
-import { activationName, emitBackward, emitForward, layerOfSwitches, type BackwardRule, type LrnBackward, type WeightSource } from './compile.js';
+import { activationName, dropoutMaskName, emitBackward, emitForward, layerOfSwitches, type BackwardRule, type LrnBackward, type WeightSource } from './compile.js';
 
 export const INPUT = 'input';
 export const SEED_MASK = 'seed_mask';
 export const SEED_BY_ACTIVATION = 'seed_by_activation';
 export const PROJECTION = 'projection';
-export { activationName, layerOfSwitches };
+export { activationName, dropoutMaskName, layerOfSwitches };
 
 /** Weights baked into the graph as initializers (ORT prepacks them for inference). */
 function initializerWeights(b: GraphBuilder, model: Model): WeightSource {
@@ -59,4 +59,69 @@ export function buildProjectionGraph(model: Model, infos: LayerInfo[], from: num
   b.output(PROJECTION, ['N', ...model.input]);
   b.output(act, ['N', ...infos[from].outShape]);
   return b.encode('convscope_projection');
+}
+
+export const LABELS = 'labels_onehot';
+export const LOSS = 'loss';
+export const LOGITS = 'logits';
+export const gradientName = (key: string) => `grad__${key}`;
+
+/** Weights fed per call, for graphs whose weights change between calls (training). */
+function inputWeights(b: GraphBuilder, model: Model): WeightSource {
+  const added = new Set<string>();
+  return (key) => {
+    if (!added.has(key)) {
+      const t = model.weights.get(key);
+      if (!t) throw new Error(`weight '${key}' is missing`);
+      b.input(key, t.shape);
+      added.add(key);
+    }
+    return key;
+  };
+}
+
+/** The layer whose output is the class scores: the last one, or the one below a final softmax. */
+export function logitsLayer(model: Model): number {
+  const last = model.layers.length - 1;
+  return model.layers[last].type === 'softmax' ? last - 1 : last;
+}
+
+/**
+ * One SGD step's worth of compute: forward with dropout masks, mean softmax cross-entropy, backward with the
+ * gradient rule, and the gradient of every weight. Weights are inputs, so one session serves the whole run.
+ */
+export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Array {
+  const b = new GraphBuilder();
+  const input = b.input(INPUT, ['N', ...model.input]);
+  const weights = inputWeights(b, model);
+  const top = logitsLayer(model);
+  const classes = infos[top].outShape[0];
+  const trace = emitForward(b, model, infos, input, weights, { upTo: top, switches: true, dropout: 'mask' });
+  const logits = trace.values[top + 1];
+  const onehot = b.input(LABELS, ['N', classes]);
+  const logp = b.op1('LogSoftmax', [logits], { axis: 1 });
+  const perItem = b.op1('ReduceSum', [b.op1('Mul', [onehot, logp]), b.int64s([1])], { keepdims: 0 });
+  b.op1('Neg', [b.op1('ReduceMean', [perItem], { keepdims: 0 })], {}, LOSS);
+  const n = b.op1('Cast', [b.op1('Gather', [b.op1('Shape', [logits]), b.int64s([0], [])], { axis: 0 })], { to: 1 });
+  const seed = b.op1('Div', [b.op1('Sub', [b.op1('Exp', [logp]), onehot]), n]);
+  const { weightGrads } = emitBackward(b, model, infos, trace, top, seed, weights, { rule: 'gradient', lrn: 'gradient', weightGradients: true });
+  b.op1('Identity', [logits], {}, LOGITS);
+  b.output(LOSS, []);
+  b.output(LOGITS, ['N', classes]);
+  for (const [key, g] of weightGrads) {
+    b.op1('Identity', [g], {}, gradientName(key));
+    b.output(gradientName(key), model.weights.get(key)!.shape);
+  }
+  return b.encode('convscope_train_step');
+}
+
+/** Logits for a batch with weights fed as inputs (evaluation during training, without recompiling). */
+export function buildEvalGraph(model: Model, infos: LayerInfo[]): Uint8Array {
+  const b = new GraphBuilder();
+  const input = b.input(INPUT, ['N', ...model.input]);
+  const top = logitsLayer(model);
+  const trace = emitForward(b, model, infos, input, inputWeights(b, model), { upTo: top, switches: false, dropout: 'identity' });
+  b.op1('Identity', [trace.values[top + 1]], {}, LOGITS);
+  b.output(LOGITS, ['N', infos[top].outShape[0]]);
+  return b.encode('convscope_eval');
 }
