@@ -1,0 +1,92 @@
+// `convscope train`: parses options and calls the trainer.
+import { join } from 'node:path';
+import { openDataset, type Split } from '../data/dataset.js';
+import { skippedSummary } from '../data/batches.js';
+import { loadModel } from '../model/load.js';
+import { paperSnapshotEpochs, parseSchedule } from '../train/optimizer.js';
+import { PAPER_TRAINING, train, type TrainConfig } from '../train/trainer.js';
+import { UsageError, type Options, type OptionSpec } from './args.js';
+import type { Command } from './commands.js';
+
+export const DATA_OPTIONS: Record<string, OptionSpec> = {
+  data: { value: true, help: "dataset: 'shapes' (built-in, e.g. shapes:count=5000), 'fashion-mnist', a folder of class sub-folders, or IDX files" },
+  'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
+};
+
+export async function datasetFrom(o: Options, split: Split, key = 'data') {
+  return openDataset(o.required(key), { split, ...(o.string('data-path') ? { data: o.string('data-path') } : {}) });
+}
+
+/** The held-out split used for validation: `val` where the dataset has one, else `test` (IDX sets have no val). */
+export async function validationSet(o: Options) {
+  try {
+    return await datasetFrom(o, 'val');
+  } catch {
+    return datasetFrom(o, 'test');
+  }
+}
+
+export const trainCommand: Command = {
+  summary: 'train a model the paper\'s way (SGD, momentum, dropout, filter renormalisation) with snapshots; --resume continues',
+  options: {
+    model: { value: true, help: 'zoo name or model file to train (default zfnet-small)' },
+    ...DATA_OPTIONS,
+    epochs: { value: true, help: 'epochs (default 10)' },
+    out: { value: true, help: 'run folder: log.jsonl, curves.png, checkpoint, model.safetensors (default convscope-out/train)' },
+    snapshots: { value: true, help: 'snapshot folder (default OUT/snapshots)' },
+    'snapshot-epochs': { value: true, help: "epochs to snapshot, e.g. 1,2,5 (default: the paper's 1,2,5,10,20,30,40,64 scaled to --epochs)" },
+    'batch-size': { value: true, help: 'mini-batch size (default 64; the paper: 128)' },
+    lr: { value: true, help: 'learning rate (default 0.01, the paper\'s)' },
+    momentum: { value: true, help: 'momentum (default 0.9)' },
+    'weight-decay': { value: true, help: 'L2 weight decay on weights, not biases (default 5e-4)' },
+    schedule: { value: true, help: 'learning-rate schedule: constant (default), step:EVERY:GAMMA, manual:EPOCH=LR,...' },
+    'renorm-cap': { value: true, help: "RMS cap of conv filters (default 0.1, the paper's) or 'off'" },
+    'no-dropout': { value: false, help: 'turn dropout off' },
+    'no-flip': { value: false, help: 'no random horizontal flips' },
+    crop: { value: true, help: 'random-crop margin in pixels: fit to size+N, crop size (the paper: 256 -> 224; default 0)' },
+    init: { value: true, help: "zoo weights: kaiming (default) or paper (N(0, 1e-2))" },
+    'raw-pixels': { value: false, help: 'do not divide inputs by the data\'s pixel spread (the paper\'s raw pixels; slower to start)' },
+    seed: { value: true, help: 'seed of the initial weights, the batch order, dropout and augmentation (default 0)' },
+    'checkpoint-every': { value: true, help: 'batches between checkpoints (default 50; also at every epoch end)' },
+    resume: { value: false, help: 'continue from the checkpoint in OUT with the same options' },
+  },
+  async run(o) {
+    const epochs = o.int('epochs', 10, 1);
+    const seed = o.int('seed', 0);
+    const renorm = o.string('renorm-cap', '0.1');
+    const renormCap = renorm === 'off' ? null : Number(renorm);
+    if (renormCap !== null && !(renormCap > 0)) throw new UsageError(`--renorm-cap must be a positive number or 'off', got '${renorm}'`);
+    const config: TrainConfig = {
+      ...PAPER_TRAINING,
+      epochs,
+      batchSize: o.int('batch-size', 64, 1),
+      lr: o.number('lr', PAPER_TRAINING.lr),
+      momentum: o.number('momentum', PAPER_TRAINING.momentum),
+      weightDecay: o.number('weight-decay', PAPER_TRAINING.weightDecay),
+      schedule: parseSchedule(o.string('schedule', 'constant')),
+      renormCap,
+      dropout: !o.flag('no-dropout'),
+      seed,
+      snapshotEpochs: o.numbers('snapshot-epochs') ?? paperSnapshotEpochs(epochs),
+      augment: { randomCrop: o.int('crop', 0, 0), cropMode: 'scale', flip: !o.flag('no-flip') },
+      checkpointEvery: o.int('checkpoint-every', PAPER_TRAINING.checkpointEvery, 1),
+      meanImage: true,
+      normalizeStd: !o.flag('raw-pixels'),
+    };
+    const model = loadModel(o.string('model', 'zfnet-small'), { seed, init: o.choice('init', ['kaiming', 'paper'] as const, 'kaiming') });
+    const trainSet = await datasetFrom(o, 'train');
+    const valSet = await validationSet(o);
+    const outDir = o.string('out', join('convscope-out', 'train'));
+    const log = (line: string) => process.stderr.write(`${line}\n`);
+    log(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
+    const result = await train(model, trainSet, valSet, config, {
+      outDir, snapshotDir: o.string('snapshots'), resume: o.flag('resume'), log, progress: true,
+    });
+    const last = result.history[result.history.length - 1];
+    if (result.skipped.length) log(skippedSummary(result.skipped));
+    process.stdout.write(
+      `trained ${model.name}: validation accuracy ${last?.valAccuracy !== undefined ? (100 * last.valAccuracy).toFixed(1) + '%' : 'n/a'}; ` +
+        `wrote ${join(outDir, 'model.safetensors')}, ${result.snapshots.length} snapshots, log.jsonl and curves.png\n`,
+    );
+  },
+};
