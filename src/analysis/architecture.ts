@@ -1,0 +1,50 @@
+// Fig. 6: the same data and budget for an AlexNet-style first layer (11x11 stride 4) and ZFNet's (7x7 stride 2),
+// then the filters and activity of both, so dead filters and aliasing can be compared side by side.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Dataset } from '../data/dataset.js';
+import { Engine } from '../engine/engine.js';
+import type { Model } from '../model/layers.js';
+import { createZooModel } from '../model/zoo.js';
+import { train, type EpochLog, type TrainConfig, type TrainRunOptions } from '../train/trainer.js';
+import { filterReport, type ConvLayerReport } from './filters.js';
+
+export interface ArchitectureResult {
+  name: string;
+  model: Model;
+  history: EpochLog[];
+  valAccuracy: number | undefined;
+  rows: ConvLayerReport[];
+  images: number;
+}
+
+/** The two small zoo models the paper's comparison maps to at 64x64. */
+export const COMPARED = ['alexnet-small', 'zfnet-small'] as const;
+
+export async function compareArchitectures(
+  trainSet: Dataset,
+  valSet: Dataset,
+  config: TrainConfig,
+  outDir: string,
+  hooks: Pick<TrainRunOptions, 'log' | 'progress' | 'resume'> & { activityIndices?: number[] } = {},
+): Promise<ArchitectureResult[]> {
+  const results: ArchitectureResult[] = [];
+  for (const name of COMPARED) {
+    hooks.log?.(`training ${name}`);
+    const model = createZooModel(name, { seed: config.seed, init: 'kaiming', classes: trainSet.classes.length });
+    const dir = join(outDir, name);
+    // On --resume, a model whose training never started simply starts.
+    const resume = hooks.resume === true && existsSync(join(dir, 'checkpoint.json'));
+    const run = await train(model, trainSet, valSet, config, { outDir: dir, resume, log: hooks.log, progress: hooks.progress });
+    const engine = new Engine(run.model);
+    try {
+      hooks.log?.(`measuring ${name}'s filters and activity on ${valSet.name}`);
+      const report = await filterReport(engine, valSet, { progress: hooks.progress, indices: hooks.activityIndices });
+      const last = run.history[run.history.length - 1];
+      results.push({ name, model: run.model, history: run.history, valAccuracy: last?.valAccuracy, rows: report.rows, images: report.images });
+    } finally {
+      await engine.dispose();
+    }
+  }
+  return results;
+}
