@@ -1,0 +1,274 @@
+// Invariance of features to vertical translation, scale and rotation (Zeiler & Fergus 2014, Fig. 5).
+//
+// For each transform amount: the distance between the feature vectors of the original and the transformed image at
+// chosen layers, divided by the norm of the original's feature vector (so that layers of very different magnitude
+// share an axis), and p(true class) after softmax. The picture is moved inside a fixed frame; what it uncovers shows
+// the dataset mean, i.e. 0 input, the same grey the occlusion experiments use.
+import type { Engine } from '../engine/engine.js';
+import { transformInput, type Transform } from '../data/transform.js';
+import { inputToImage, resizeImage, type RgbImage } from '../data/image.js';
+import { findLayer, type Model } from '../model/layers.js';
+import { sizeOf, tensor, type Tensor } from '../tensor.js';
+import { grid, hstack, label, vstack } from '../render/figure.js';
+import { linePlot, type Series } from '../render/plot.js';
+
+export type TransformKind = 'translate' | 'scale' | 'rotate';
+export const TRANSFORM_KINDS: readonly TransformKind[] = ['translate', 'scale', 'rotate'];
+
+/** One transform swept over amounts: translate in input pixels (vertical, + = down), scale as a ratio, rotate in degrees. */
+export interface Sweep {
+  kind: TransformKind;
+  amounts: number[];
+}
+
+export interface InvarianceOptions {
+  layers: string[];
+  sweeps: Sweep[];
+  /** Most images per engine call (the original and its transformed copies go through together); default 64. */
+  batch?: number;
+}
+
+export interface Curve {
+  kind: TransformKind;
+  amounts: number[];
+  /** By layer: ‖f(T x) − f(x)‖ / ‖f(x)‖ per amount (NaN where the original's features are all zero). */
+  distance: Record<string, number[]>;
+  /** p(true class) after softmax, per amount. */
+  probability: number[];
+}
+
+export interface InvarianceResult {
+  trueClass: number;
+  /** Most probable class of the untransformed image. */
+  predicted: number;
+  curves: Curve[];
+}
+
+export const DISTANCE_LEGEND = 'distance = ‖f(T(x)) − f(x)‖ / ‖f(x)‖ (Euclidean, relative to the original image\'s feature norm)';
+export const FILL_LEGEND = 'uncovered area filled with the dataset mean (0 input); bilinear sampling';
+
+export function transformFor(kind: TransformKind, amount: number): Transform {
+  if (kind === 'translate') return { kind, dy: amount, dx: 0 };
+  if (kind === 'scale') return { kind, factor: amount };
+  return { kind, degrees: amount };
+}
+
+/**
+ * Fig. 5's ranges: vertical translation −60..60 px of a 224 px input (scaled to this input, whole pixels so that the
+ * picture moves without resampling), scale 1..1.8 (the figure's axis: zooming in only), rotation 0..360° in 10° steps.
+ */
+export function paperSweeps(height: number): Sweep[] {
+  const max = Math.round((60 * height) / 224);
+  const translate = [...new Set(Array.from({ length: 13 }, (_, k) => Math.round((max * (k - 6)) / 6)))];
+  const scale = Array.from({ length: 9 }, (_, k) => Number((1 + 0.1 * k).toFixed(10)));
+  const rotate = Array.from({ length: 37 }, (_, k) => 10 * k);
+  return [{ kind: 'translate', amounts: translate }, { kind: 'scale', amounts: scale }, { kind: 'rotate', amounts: rotate }];
+}
+
+/** The layer after `index` when it is a ReLU (the paper's layers are rectified outputs), else the layer itself. */
+function rectified(model: Model, index: number): string {
+  const next = model.layers[index + 1];
+  return next?.type === 'relu' ? next.name : model.layers[index].name;
+}
+
+/** The paper's "layer 1" and "layer 7": the rectified outputs of the first convolution and of the second fully connected layer. */
+export function paperLayers(model: Model): [string, string] {
+  const conv = model.layers.findIndex((l) => l.type === 'conv2d');
+  const linears = model.layers.flatMap((l, i) => (l.type === 'linear' ? [i] : []));
+  if (conv < 0 || linears.length < 2) throw new Error(`model ${model.name} has no conv layer or fewer than two linear layers; name the layers to compare`);
+  return [rectified(model, conv), rectified(model, linears[1])];
+}
+
+/** The model's last layer; its values are class scores, turned into probabilities unless it is a softmax already. */
+export function outputLayer(model: Model): { name: string; isSoftmax: boolean } {
+  const last = model.layers[model.layers.length - 1];
+  return { name: last.name, isSoftmax: last.type === 'softmax' };
+}
+
+export function softmax(scores: ArrayLike<number>, isSoftmax = false): Float64Array {
+  const p = Float64Array.from(scores);
+  if (isSoftmax) return p;
+  let max = -Infinity;
+  for (const v of p) max = Math.max(max, v);
+  let sum = 0;
+  for (let i = 0; i < p.length; i++) sum += p[i] = Math.exp(p[i] - max);
+  for (let i = 0; i < p.length; i++) p[i] /= sum;
+  return p;
+}
+
+export function argmax(v: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i] > v[best]) best = i;
+  return best;
+}
+
+function norm(v: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < v.length; i++) s += v[i] * v[i];
+  return Math.sqrt(s);
+}
+
+function distance(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i] - b[i]) ** 2;
+  return Math.sqrt(s);
+}
+
+function checkSweeps(sweeps: Sweep[]): void {
+  for (const s of sweeps) {
+    if (!TRANSFORM_KINDS.includes(s.kind)) throw new Error(`unknown transform '${s.kind}'; use ${TRANSFORM_KINDS.join(', ')}`);
+    if (s.amounts.length === 0) throw new Error(`${s.kind}: no amounts`);
+    if (s.kind === 'scale' && s.amounts.some((a) => !(a > 0))) throw new Error(`scale amounts must be positive, got ${s.amounts.join(',')}`);
+    if (s.amounts.some((a) => !Number.isFinite(a))) throw new Error(`${s.kind} amounts must be finite numbers`);
+  }
+}
+
+/**
+ * Curves for one input [1, C, H, W]: the original and every transformed copy go through the engine together,
+ * `batch` images per call. `trueClass` undefined: the class predicted for the original.
+ */
+export async function invarianceCurves(engine: Engine, input: Tensor, trueClass: number | undefined, options: InvarianceOptions): Promise<InvarianceResult> {
+  const { model } = engine;
+  checkSweeps(options.sweeps);
+  for (const l of options.layers) findLayer(model, l);
+  const out = outputLayer(model);
+  const classes = engine.unitsPerItem(out.name);
+  if (trueClass !== undefined && !(Number.isInteger(trueClass) && trueClass >= 0 && trueClass < classes)) {
+    throw new Error(`true class ${trueClass} is out of range for ${classes} classes`);
+  }
+  const batch = options.batch ?? 64;
+  if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`batch must be a positive integer, got ${batch}`);
+  const jobs = options.sweeps.flatMap((s, si) => s.amounts.map((a, ai) => ({ si, ai, t: transformFor(s.kind, a) })));
+  const layers = [...new Set([...options.layers, out.name])];
+  const per = sizeOf(model.input);
+  const curves: Curve[] = options.sweeps.map((s) => ({
+    kind: s.kind,
+    amounts: [...s.amounts],
+    distance: Object.fromEntries(options.layers.map((l) => [l, new Array<number>(s.amounts.length).fill(NaN)])),
+    probability: new Array<number>(s.amounts.length).fill(NaN),
+  }));
+  // Slot 0 of the first call is the original: its features are the reference for every distance.
+  const reference = new Map<string, { features: Float32Array; norm: number }>();
+  let target = trueClass ?? -1;
+  let predicted = -1;
+  for (let start = -1; start < jobs.length; start += batch) {
+    const chunk = jobs.slice(Math.max(0, start), start + batch);
+    const withOriginal = start < 0;
+    const n = chunk.length + (withOriginal ? 1 : 0);
+    const images = tensor([n, ...model.input]);
+    if (withOriginal) images.data.set(input.data, 0);
+    chunk.forEach((j, k) => images.data.set(transformInput(input, j.t, model.preprocess).data, (k + (withOriginal ? 1 : 0)) * per));
+    const { activations } = await engine.forward(images, layers);
+    const item = (layer: string, i: number) => {
+      const t = activations.get(layer)!;
+      const size = sizeOf(t.shape.slice(1));
+      return t.data.subarray(i * size, (i + 1) * size);
+    };
+    if (withOriginal) {
+      for (const l of options.layers) {
+        const f = item(l, 0).slice();
+        reference.set(l, { features: f, norm: norm(f) });
+      }
+      predicted = argmax(item(out.name, 0));
+      if (target < 0) target = predicted;
+    }
+    chunk.forEach((j, k) => {
+      const i = k + (withOriginal ? 1 : 0);
+      const curve = curves[j.si];
+      for (const l of options.layers) {
+        const ref = reference.get(l)!;
+        curve.distance[l][j.ai] = ref.norm > 0 ? distance(item(l, i), ref.features) / ref.norm : NaN;
+      }
+      curve.probability[j.ai] = softmax(item(out.name, i), out.isSoftmax)[target];
+    });
+  }
+  return { trueClass: target, predicted, curves };
+}
+
+/** The mean over images of every curve; all results must come from the same sweeps and layers. */
+export function meanCurves(results: InvarianceResult[]): Curve[] {
+  if (results.length === 0) throw new Error('meanCurves of no results');
+  const mean = (values: number[][]) => values[0].map((_, a) => values.reduce((s, v) => s + v[a], 0) / values.length);
+  return results[0].curves.map((c, si) => ({
+    kind: c.kind,
+    amounts: [...c.amounts],
+    distance: Object.fromEntries(Object.keys(c.distance).map((l) => [l, mean(results.map((r) => r.curves[si].distance[l]))])),
+    probability: mean(results.map((r) => r.curves[si].probability)),
+  }));
+}
+
+// ---------------------------------------------------------------- output
+
+export interface NamedResult {
+  name: string;
+  result: InvarianceResult;
+}
+
+function csvField(v: string | number): string {
+  const s = String(v);
+  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** One row per image, transform and amount, then the mean over images (image = "mean", class empty). */
+export function invarianceCsv(images: NamedResult[], layers: string[], className: (c: number) => string): string {
+  const header = ['image', 'true_class', 'transform', 'amount', ...layers.map((l) => `${l}_distance`), 'p_true_class'];
+  const rows = [header.join(',')];
+  const emit = (name: string, cls: string, curves: Curve[]) => {
+    for (const c of curves) {
+      c.amounts.forEach((a, i) => rows.push([name, cls, c.kind, a, ...layers.map((l) => c.distance[l][i]), c.probability[i]].map(csvField).join(',')));
+    }
+  };
+  for (const { name, result } of images) emit(name, className(result.trueClass), result.curves);
+  emit('mean', '', meanCurves(images.map((i) => i.result)));
+  return `${rows.join('\n')}\n`;
+}
+
+const X_LABELS: Record<TransformKind, string> = {
+  translate: 'vertical translation (pixels, + = down)',
+  scale: 'scale (ratio)',
+  rotate: 'rotation (degrees, counter-clockwise)',
+};
+
+/** Up to `count` amounts spread evenly over the sweep, ends included, for the example thumbnails. */
+function exampleIndices(length: number, count: number): number[] {
+  if (length <= count) return Array.from({ length }, (_, i) => i);
+  return [...new Set(Array.from({ length: count }, (_, k) => Math.round((k * (length - 1)) / (count - 1))))];
+}
+
+/** With many images per-image lines hide the mean; past this count only the mean is drawn (the CSV has them all). */
+const MAX_LINES = 6;
+const PLOT = { width: 400, height: 280 };
+const THUMB = 80;
+
+async function examples(input: Tensor, model: Model, sweep: Sweep): Promise<RgbImage> {
+  const [, h, w] = model.input;
+  const size: [number, number] = [Math.round((THUMB * h) / Math.max(h, w)), Math.round((THUMB * w) / Math.max(h, w))];
+  const thumbs = await Promise.all(exampleIndices(sweep.amounts.length, 6).map(async (i) => {
+    const img = inputToImage(transformInput(input, transformFor(sweep.kind, sweep.amounts[i]), model.preprocess), model.preprocess);
+    return label(resizeImage(img, size), String(sweep.amounts[i]), { fontSize: 11 });
+  }));
+  return grid(thumbs, 2, { gap: 4, background: [255, 255, 255] });
+}
+
+/**
+ * Fig. 5 as one PNG: a row per transform with example images (the first image), the distance at each layer and
+ * p(true class); thin lines per image (up to six), the mean over images dashed black.
+ */
+export async function invarianceFigure(images: NamedResult[], firstInput: Tensor, model: Model, layers: string[], layerTitle: (l: string) => string, sweeps: Sweep[]): Promise<RgbImage> {
+  const mean = meanCurves(images.map((i) => i.result));
+  const perImage = images.length <= MAX_LINES;
+  const rows: RgbImage[] = [];
+  for (const [si, sweep] of sweeps.entries()) {
+    const seriesOf = (values: (c: Curve) => number[]): Series[] => [
+      ...(perImage ? images.map(({ name, result }) => ({ name, x: sweep.amounts, y: values(result.curves[si]) })) : []),
+      { name: `mean of ${images.length}`, x: sweep.amounts, y: values(mean[si]), color: '#000000', dashed: true },
+    ];
+    const plots = await Promise.all([
+      ...layers.map((l) => linePlot({ ...PLOT, title: `${layerTitle(l)}: relative distance`, xLabel: X_LABELS[sweep.kind], yLabel: '‖f(T(x)) − f(x)‖ / ‖f(x)‖', series: seriesOf((c) => c.distance[l]) })),
+      linePlot({ ...PLOT, title: 'p(true class)', xLabel: X_LABELS[sweep.kind], yLabel: 'probability', yRange: [0, 1], series: seriesOf((c) => c.probability) }),
+    ]);
+    rows.push(hstack([await examples(firstInput, model, sweep), ...plots], { gap: 8, background: [255, 255, 255] }));
+  }
+  const legend = `${model.name}, ${images.length} image${images.length === 1 ? '' : 's'}${perImage ? '' : ' (mean only; per image in invariance.csv)'}. ${DISTANCE_LEGEND}; ${FILL_LEGEND}. Examples: ${images[0].name}.`;
+  return label(vstack(rows, { gap: 10, background: [255, 255, 255] }), legend, { position: 'bottom', fontSize: 13, color: [60, 60, 60] });
+}

@@ -1,0 +1,252 @@
+// `convscope invariance` (Fig. 5) and `convscope correspond` (Table 1): parse options, call the analyses, write files.
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { correspondence, correspondenceFigure, correspondenceMarkdown, datasetPartsSet, loadPartsSet, paperLayers57, parseParts, prepareImages, PARTS_SCHEMA, type CorrespondenceImage, type Rect } from '../analysis/correspondence.js';
+import { DISTANCE_LEGEND, FILL_LEGEND, invarianceCsv, invarianceCurves, invarianceFigure, meanCurves, outputLayer, paperLayers, paperSweeps, type NamedResult, type Sweep } from '../analysis/invariance.js';
+import { decodeImage, fitImage, imageToInput } from '../data/image.js';
+import { Engine } from '../engine/engine.js';
+import { loadModel } from '../model/load.js';
+import type { Model } from '../model/layers.js';
+import { encodePng } from '../render/figure.js';
+import type { Tensor } from '../tensor.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { UsageError, type Options, type OptionSpec } from './args.js';
+import type { Command } from './commands.js';
+import { DATA_OPTIONS, validationSet } from './training.js';
+
+const MODEL_OPTIONS: Record<string, OptionSpec> = {
+  model: { value: true, help: 'zoo name, .safetensors or .onnx file' },
+  'model-seed': { value: true, help: "seed of a zoo model's weights (default 0)" },
+};
+
+function modelFrom(o: Options): Model {
+  return loadModel(o.required('model'), { seed: o.int('model-seed', 0) });
+}
+
+function layersFrom(o: Options, fallback: string[]): string[] {
+  const v = o.string('layers');
+  if (v === undefined) return fallback;
+  const layers = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (layers.length === 0) throw new UsageError('--layers needs at least one layer name');
+  return layers;
+}
+
+/** A model without the paper's layer sequence still runs, with --layers; only the defaults are missing. */
+function unlessThrows<T>(f: () => T): T | undefined {
+  try {
+    return f();
+  } catch {
+    return undefined;
+  }
+}
+
+/** `layer 1`-style names for the paper's layers, so that figures say which of the paper's layers they show. */
+function titler(paper: Record<string, string>): (l: string) => string {
+  return (l) => (paper[l] ? `${l} (${paper[l]})` : l);
+}
+
+/** "FROM:TO:STEP" (both ends included) or "A,B,C". */
+export function parseAmounts(name: string, text: string): number[] {
+  const range = /^\s*(-?[\d.]+)\s*:\s*(-?[\d.]+)\s*:\s*([\d.]+)\s*$/.exec(text);
+  if (range) {
+    const [from, to, step] = range.slice(1).map(Number);
+    if (![from, to, step].every(Number.isFinite) || !(step > 0) || to < from) throw new UsageError(`--${name} FROM:TO:STEP needs FROM <= TO and STEP > 0, got '${text}'`);
+    const n = Math.floor((to - from) / step + 1e-9) + 1;
+    if (n > 1000) throw new UsageError(`--${name} '${text}' gives ${n} amounts; at most 1000`);
+    return Array.from({ length: n }, (_, k) => Number((from + k * step).toFixed(10)));
+  }
+  const values = text.split(',').map((s) => Number(s.trim()));
+  if (text.trim() === '' || values.some((v) => !Number.isFinite(v))) throw new UsageError(`--${name} must be FROM:TO:STEP or comma-separated numbers, got '${text}'`);
+  return values;
+}
+
+function classIndex(text: string, names: string[] | undefined, classes: number): number {
+  const byName = names?.indexOf(text) ?? -1;
+  if (byName >= 0) return byName;
+  const n = Number(text);
+  if (text.trim() !== '' && Number.isInteger(n) && n >= 0 && n < classes) return n;
+  const known = names ? `: ${names.join(', ')}` : '';
+  throw new UsageError(`unknown class '${text}'; give an index 0..${classes - 1} or a class name${known}`);
+}
+
+/** Files are encoded in memory first and written together, so that a failure leaves no partial output. */
+function writeAll(dir: string, files: Map<string, Uint8Array | string>): void {
+  for (const [file, data] of files) writeFileAtomic(join(dir, file), data);
+}
+
+function json(v: unknown): string {
+  return `${JSON.stringify(v, (_, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 1).replace(/\[[-\d.,\s\w]*\]/g, (a) => a.replace(/\s+/g, ''))}\n`;
+}
+
+interface LabelledInput {
+  name: string;
+  input: Tensor;
+  label?: number;
+}
+
+async function invarianceInputs(o: Options, model: Model): Promise<LabelledInput[]> {
+  const images = o.string('images');
+  if ((images === undefined) === !o.has('data')) throw new UsageError('give exactly one of --images and --data');
+  const [C, H, W] = model.input;
+  if (C !== 1 && C !== 3) throw new UsageError(`model input has ${C} channels; images give 1 or 3`);
+  const toInput = (img: Parameters<typeof fitImage>[0]) => imageToInput(fitImage(img, [H, W], C), model.preprocess);
+  if (images !== undefined) {
+    const paths = images.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    if (paths.length === 0) throw new UsageError('--images needs at least one image');
+    return Promise.all(paths.map(async (p) => ({ name: p, input: toInput(await decodeImage(p)) })));
+  }
+  const ds = await validationSet(o);
+  const count = Math.min(o.int('count', 10, 1), ds.size);
+  return Promise.all(Array.from({ length: count }, async (_, i) => {
+    const item = await ds.item(i);
+    return { name: item.name, input: toInput(item.image), label: item.label };
+  }));
+}
+
+function sweepsFrom(o: Options, height: number): Sweep[] {
+  return paperSweeps(height).map((s) => {
+    const text = o.string(s.kind);
+    return text === undefined ? s : { kind: s.kind, amounts: parseAmounts(s.kind, text) };
+  });
+}
+
+export const invarianceCommand: Command = {
+  summary: 'invariance (Fig. 5): feature distance and p(true class) under vertical translation, scale and rotation',
+  options: {
+    ...MODEL_OPTIONS,
+    images: { value: true, help: 'comma-separated image files (JPEG, PNG, WebP)' },
+    ...DATA_OPTIONS,
+    count: { value: true, help: 'with --data: the first N images of the held-out split (default 10)' },
+    layers: { value: true, help: "layers to compare (default: the paper's layers 1 and 7, e.g. relu1,relu7)" },
+    'true-class': { value: true, help: 'class name or index, one for all images or one per image (default: the dataset label, else the predicted class)' },
+    translate: { value: true, help: 'vertical shifts in input pixels, FROM:TO:STEP or a list (default: the paper\'s -60..60 of 224, scaled)' },
+    scale: { value: true, help: 'scale ratios (default 1:1.8:0.1, the paper\'s axis)' },
+    rotate: { value: true, help: 'rotations in degrees, counter-clockwise (default 0:360:10)' },
+    batch: { value: true, help: 'images per engine call (default 64)' },
+    out: { value: true, help: 'output folder: invariance.png, invariance.csv, invariance.json' },
+  },
+  async run(o) {
+    const dir = o.required('out');
+    const model = modelFrom(o);
+    const paper = unlessThrows(() => paperLayers(model));
+    const layers = layersFrom(o, paper ?? []);
+    if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (no conv + two linear layers to pick the paper's layers from)`);
+    const sweeps = sweepsFrom(o, model.input[1]);
+    const batch = o.int('batch', 64, 1);
+    const inputs = await invarianceInputs(o, model);
+    const engine = new Engine(model);
+    try {
+      const classes = engine.unitsPerItem(outputLayer(model).name);
+      const given = o.string('true-class')?.split(',').map((s) => classIndex(s.trim(), model.classes, classes));
+      if (given && given.length !== 1 && given.length !== inputs.length) throw new UsageError(`--true-class gives ${given.length} classes for ${inputs.length} images; give 1 or ${inputs.length}`);
+      const results: NamedResult[] = [];
+      const sources: string[] = [];
+      for (const [i, { name, input, label }] of inputs.entries()) {
+        const trueClass = given ? given[given.length === 1 ? 0 : i] : label;
+        sources.push(given ? 'given' : label !== undefined ? 'dataset label' : 'predicted');
+        results.push({ name, result: await invarianceCurves(engine, input, trueClass, { layers, sweeps, batch }) });
+      }
+      const className = (c: number) => model.classes?.[c] ?? String(c);
+      const title = titler(paper ? { [paper[0]]: 'layer 1', [paper[1]]: 'layer 7' } : {});
+      const mean = meanCurves(results.map((r) => r.result));
+      const files = new Map<string, Uint8Array | string>();
+      files.set('invariance.csv', invarianceCsv(results, layers, className));
+      files.set('invariance.png', await encodePng(await invarianceFigure(results, inputs[0].input, model, layers, title, sweeps)));
+      files.set('invariance.json', json({
+        model: model.name, layers, distance: DISTANCE_LEGEND, fill: FILL_LEGEND, translate: 'vertical, input pixels, + = down', rotate: 'degrees, counter-clockwise',
+        sweeps, images: results.map((r, i) => ({ name: r.name, trueClass: className(r.result.trueClass), classSource: sources[i], predicted: className(r.result.predicted) })),
+        mean, perImage: results.map((r) => ({ name: r.name, curves: r.result.curves })),
+      }));
+      writeAll(dir, files);
+      const summary = mean.map((c) => {
+        const range = `${c.kind} ${c.amounts[0]}..${c.amounts[c.amounts.length - 1]}`;
+        const distances = layers.map((l) => `${l} ${Math.max(...c.distance[l]).toFixed(3)}`).join(', ');
+        return `${range}: max relative distance ${distances}; p(true class) ${Math.min(...c.probability).toFixed(3)}..${Math.max(...c.probability).toFixed(3)}`;
+      });
+      process.stdout.write(`${summary.join('\n')}\nmean of ${results.length} image${results.length === 1 ? '' : 's'}; wrote invariance.png, invariance.csv, invariance.json to ${dir}/\n`);
+    } finally {
+      await engine.dispose();
+    }
+  },
+};
+
+async function correspondenceImages(o: Options, model: Model): Promise<{ images: CorrespondenceImage[]; set?: Map<string, Uint8Array | string> }> {
+  const dirArg = o.string('images');
+  const partsArg = o.string('parts');
+  if (o.has('data')) {
+    if (dirArg !== undefined || partsArg !== undefined) throw new UsageError('give either --data or --images with --parts');
+    const ds = await validationSet(o);
+    const cls = classIndex(o.string('class', '0'), ds.classes, ds.classes.length);
+    const maxBox = o.number('max-box', 0.5);
+    if (!(maxBox > 0 && maxBox <= 1)) throw new UsageError(`--max-box must be in (0, 1], got ${maxBox}`);
+    const items = await datasetPartsSet(ds, cls, o.int('count', 5, 2), maxBox);
+    // The demo set is written out in the parts.json form, so it can be rerun with --images and --parts.
+    const set = new Map<string, Uint8Array | string>();
+    const parts: Record<string, Record<string, Rect>> = {};
+    for (const [i, it] of items.entries()) {
+      const file = `${String(i).padStart(2, '0')}-${it.name.replace(/[^\w.-]+/g, '_')}.png`;
+      set.set(join('set', file), await encodePng(it.image));
+      parts[file] = it.parts;
+    }
+    set.set(join('set', 'parts.json'), json({ coordinates: 'image', images: parts }));
+    return { images: prepareImages(items, 'image', model), set };
+  }
+  if (dirArg === undefined || partsArg === undefined) throw new UsageError('give --images DIR and --parts parts.json, or --data');
+  let isDir = false;
+  try {
+    isDir = statSync(dirArg).isDirectory();
+  } catch {
+    throw new UsageError(`--images ${dirArg}: no such folder`);
+  }
+  if (!isDir) throw new UsageError(`--images ${dirArg} is not a folder`);
+  let text: string;
+  try {
+    text = readFileSync(partsArg, 'utf8');
+  } catch {
+    throw new UsageError(`cannot read ${partsArg}: no such file (expected ${PARTS_SCHEMA})`);
+  }
+  return { images: await loadPartsSet(dirArg, parseParts(text, partsArg), model) };
+}
+
+export const correspondCommand: Command = {
+  summary: 'correspondence (Table 1): how consistently occluding the same part changes features, vs random regions',
+  options: {
+    ...MODEL_OPTIONS,
+    images: { value: true, help: 'folder of the images named in --parts' },
+    parts: { value: true, help: `rectangles per image per part: ${PARTS_SCHEMA}` },
+    ...DATA_OPTIONS,
+    class: { value: true, help: 'with --data: class (name or index) whose images to use, the part being the object box (default 0)' },
+    count: { value: true, help: 'with --data: number of images (default 5, as in the paper)' },
+    'max-box': { value: true, help: 'with --data: skip objects larger than this fraction of the image side (default 0.5)' },
+    layers: { value: true, help: "layers (default: the paper's layers 5 and 7, e.g. relu5,relu7)" },
+    random: { value: true, help: 'random draws for the random rows (default 10)' },
+    seed: { value: true, help: 'seed of the random regions (default 0)' },
+    batch: { value: true, help: 'images per engine call (default 64)' },
+    out: { value: true, help: 'output folder: correspondence.md, correspondence.json, correspondence.png (and set/ with --data)' },
+  },
+  async run(o) {
+    const dir = o.required('out');
+    const model = modelFrom(o);
+    const paper = unlessThrows(() => paperLayers57(model));
+    const layers = layersFrom(o, paper ?? []);
+    if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (fewer than 5 conv or 2 linear layers to pick the paper's layers from)`);
+    const draws = o.int('random', 10, 1);
+    const seed = o.int('seed', 0);
+    const batch = o.int('batch', 64, 1);
+    const { images, set } = await correspondenceImages(o, model);
+    const engine = new Engine(model);
+    try {
+      const result = await correspondence(engine, images, { layers, draws, seed, batch });
+      const title = titler(paper ? { [paper[0]]: 'layer 5', [paper[1]]: 'layer 7' } : {});
+      const markdown = correspondenceMarkdown(result, title);
+      const files = new Map<string, Uint8Array | string>(set);
+      files.set('correspondence.md', markdown);
+      files.set('correspondence.json', json({ model: model.name, fill: 'dataset mean (0 input)', normalisation: 'Hamming distance / feature length, averaged over image pairs', ...result }));
+      files.set('correspondence.png', await encodePng(await correspondenceFigure(images, result, model)));
+      writeAll(dir, files);
+      process.stdout.write(`${markdown}wrote correspondence.md, correspondence.json, correspondence.png${set ? ' and set/' : ''} to ${dir}/\n`);
+    } finally {
+      await engine.dispose();
+    }
+  },
+};
