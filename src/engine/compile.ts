@@ -123,6 +123,59 @@ function transposedWindowOp(b: GraphBuilder, g: string, weight: string, kernel: 
   });
 }
 
+/**
+ * The input gradient of a convolution, dx = ConvTranspose(g, W), computed as one ordinary Conv plus DepthToSpace:
+ * onnxruntime's Conv is an order of magnitude faster than its ConvTranspose on CPU. Output row Y + pad = q*s + r
+ * (phase r) sums taps a = r + j*s of W against g[q - j], so each phase is a correlation with the flipped sub-kernel
+ * W[r + (J-1-t)*s], t < J = ceil(k/s); the s0*s1 phases are stacked as output channels, interleaved by a
+ * reshape-transpose-reshape, and the padding is sliced off. The phase kernel is gathered from W inside the graph, so the same
+ * code serves initializer weights (constant-folded) and weights fed per call (training).
+ */
+function convInputGradient(b: GraphBuilder, g: string, weight: string, layer: Extract<Layer, { type: 'conv2d' }>, inShape: number[], outShape: number[]): string {
+  const [s0, s1] = layer.stride;
+  const [k0, k1] = layer.kernel;
+  const j0 = Math.ceil(k0 / s0);
+  const j1 = Math.ceil(k1 / s1);
+  const cOut = layer.outChannels;
+  const cIn = layer.inChannels;
+  // index into [W flattened, 0]: the phase kernel K[c*s0*s1 + ry*s1 + rx, o, ty, tx] = W[o, c, ry + (j0-1-ty)*s0, rx + (j1-1-tx)*s1]
+  const zero = cOut * cIn * k0 * k1;
+  const index: number[] = [];
+  for (let c = 0; c < cIn; c++) {
+    for (let ry = 0; ry < s0; ry++) {
+      for (let rx = 0; rx < s1; rx++) {
+        for (let o = 0; o < cOut; o++) {
+          for (let ty = 0; ty < j0; ty++) {
+            for (let tx = 0; tx < j1; tx++) {
+              const a = ry + (j0 - 1 - ty) * s0;
+              const bb = rx + (j1 - 1 - tx) * s1;
+              index.push(a < k0 && bb < k1 ? ((o * cIn + c) * k0 + a) * k1 + bb : zero);
+            }
+          }
+        }
+      }
+    }
+  }
+  const padded = b.op1('Concat', [b.op1('Reshape', [weight, b.int64s([-1])]), b.floats([0])], { axis: 0 });
+  const kernel = b.op1('Reshape', [b.op1('Gather', [padded, b.int64s(index, [index.length])], { axis: 0 }), b.int64s([cIn * s0 * s1, cOut, j0, j1])]);
+  const [, h, w] = inShape;
+  const [, oh, ow] = outShape;
+  const [p0, p1] = layer.padding;
+  // q runs over ceil((size + pad) / s) positions so that rows pad .. pad+size-1 of the interleaved signal exist.
+  const q0 = Math.ceil((h + p0) / s0);
+  const q1 = Math.ceil((w + p1) / s1);
+  let phases = b.op1('Conv', [g, kernel], { kernel_shape: [j0, j1], strides: [1, 1], pads: [j0 - 1, j1 - 1, Math.max(0, q0 - oh), Math.max(0, q1 - ow)] });
+  if (q0 < oh || q1 < ow) phases = b.op1('Slice', [phases, b.int64s([0, 0]), b.int64s([q0, q1]), b.int64s([2, 3])]);
+  let full = phases;
+  if (s0 * s1 > 1) {
+    // Interleave the phases: [N, C, s0, s1, Q0, Q1] -> [N, C, Q0, s0, Q1, s1] -> [N, C, Q0*s0, Q1*s1].
+    const split = b.op1('Reshape', [phases, b.int64s([-1, cIn, s0, s1, q0, q1])]);
+    const moved = b.op1('Transpose', [split], { perm: [0, 1, 4, 2, 5, 3] });
+    full = b.op1('Reshape', [moved, b.int64s([-1, cIn, q0 * s0, q1 * s1])]);
+  }
+  return b.op1('Slice', [full, b.int64s([p0, p1]), b.int64s([p0 + h, p1 + w]), b.int64s([2, 3])]);
+}
+
 export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], input: string, weight: WeightSource, opts: ForwardOptions): ForwardTrace {
   const from = opts.from ?? 0;
   const trace: ForwardTrace = { values: [], switches: new Map(), dropoutMasks: new Map() };
@@ -237,7 +290,7 @@ export function emitBackward(
           weightGrads.set(`${layer.name}.weight`, convWeightGradient(b, layer, info, x, g));
           if (layer.bias) weightGrads.set(`${layer.name}.bias`, b.op1('ReduceSum', [g, b.int64s([0, 2, 3])], { keepdims: 0 }));
         }
-        if (needInputGrad) g = transposedWindowOp(b, g, weight(`${layer.name}.weight`), layer.kernel, layer.stride, layer.padding, info.inShape, info.outShape, 1);
+        if (needInputGrad) g = convInputGradient(b, g, weight(`${layer.name}.weight`), layer, info.inShape, info.outShape);
         break;
       }
       case 'linear': {
