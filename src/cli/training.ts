@@ -5,6 +5,10 @@ import { skippedSummary } from '../data/batches.js';
 import { loadModel } from '../model/load.js';
 import { paperSnapshotEpochs, parseSchedule } from '../train/optimizer.js';
 import { PAPER_TRAINING, train, type TrainConfig } from '../train/trainer.js';
+import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
+import { encodePng } from '../render/figure.js';
+import { evolutionFigure } from '../render/evolution.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
 import type { Command } from './commands.js';
 
@@ -88,5 +92,43 @@ export const trainCommand: Command = {
       `trained ${model.name}: validation accuracy ${last?.valAccuracy !== undefined ? (100 * last.valAccuracy).toFixed(1) + '%' : 'n/a'}; ` +
         `wrote ${join(outDir, 'model.safetensors')}, ${result.snapshots.length} snapshots, log.jsonl and curves.png\n`,
     );
+  },
+};
+
+export const evolveCommand: Command = {
+  summary: 'feature evolution during training (Fig. 4): per layer, features x snapshots, and when each layer settles',
+  options: {
+    snapshots: { value: true, help: 'folder of snapshots (.safetensors or .onnx of one architecture), e.g. OUT/snapshots of convscope train' },
+    ...DATA_OPTIONS,
+    count: { value: true, help: 'scan only the first N images of the training split (default all)' },
+    layers: { value: true, help: 'layers to follow (default the rectified conv maps relu1..relu5)' },
+    features: { value: true, help: 'feature maps per layer, chosen at random (default 8)' },
+    seed: { value: true, help: 'seed of the feature choice (default 0)' },
+    out: { value: true, help: 'output folder (default convscope-out/evolution)' },
+  },
+  async run(o) {
+    const snapshots = loadSnapshots(o.required('snapshots'));
+    const data = await datasetFrom(o, 'train');
+    const count = Math.min(o.int('count', data.size, 1), data.size);
+    const out = o.string('out', join('convscope-out', 'evolution'));
+    const log = (line: string) => process.stderr.write(`${line}\n`);
+    const result = await featureEvolution(snapshots, data, {
+      layers: o.string('layers')?.split(','), features: o.int('features', 8, 1), seed: o.int('seed', 0),
+      indices: Array.from({ length: count }, (_, i) => i), log,
+    });
+    const files = new Map<string, Uint8Array | string>();
+    for (const layer of result.layers) files.set(`evolution-${layer.layer}.png`, await encodePng(await evolutionFigure(layer, result.epochs, data.name)));
+    const summary = result.layers.map((l) => ({
+      layer: l.layer,
+      convergedEpoch: l.convergedEpoch,
+      medianCorrelation: l.medianCorrelation,
+      features: l.tracks.map((t) => ({ feature: t.feature, correlation: t.correlation, top9Overlap: t.top9Overlap, strongest: t.views.map((v) => ({ value: v.entry.value, image: v.name, y: v.entry.y, x: v.entry.x })) })),
+    }));
+    files.set('evolution.json', JSON.stringify({ epochs: result.epochs, data: data.name, images: count, layers: summary }, null, 1));
+    for (const [name, bytes] of files) writeFileAtomic(join(out, name), bytes);
+    for (const l of result.layers) {
+      process.stdout.write(`${l.layer}: ${l.convergedEpoch === null ? 'still changing at the last snapshot' : `stable from epoch ${l.convergedEpoch}`} (median correlation per step: ${l.medianCorrelation.map((c) => c.toFixed(2)).join(', ')})\n`);
+    }
+    process.stdout.write(`wrote ${files.size} files to ${out}/\n`);
   },
 };

@@ -13,7 +13,7 @@ export const PROJECTION = 'projection';
 export { activationName, dropoutMaskName, layerOfSwitches };
 
 /** Weights baked into the graph as initializers (ORT prepacks them for inference). */
-function initializerWeights(b: GraphBuilder, model: Model): WeightSource {
+export function initializerWeights(b: GraphBuilder, model: Model): WeightSource {
   const added = new Set<string>();
   return (key) => {
     if (!added.has(key)) {

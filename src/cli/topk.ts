@@ -1,0 +1,95 @@
+// `convscope topk`: parses options and calls the top-k scan and its figure writer.
+import { join } from 'node:path';
+import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
+import { skippedSummary } from '../data/batches.js';
+import { SPLITS, type Dataset } from '../data/dataset.js';
+import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
+import { Engine } from '../engine/engine.js';
+import { loadModel } from '../model/load.js';
+import { writeTopk } from '../render/topk.js';
+import { Progress } from '../util/progress.js';
+import { UsageError, type Options } from './args.js';
+import type { Command } from './commands.js';
+import { DATA_OPTIONS, datasetFrom, validationSet } from './training.js';
+
+/** The paper's Fig. 2 uses the validation set; IDX data has none, so its test set stands in. */
+async function scanSet(o: Options): Promise<Dataset> {
+  if (!o.has('split')) return validationSet(o);
+  return datasetFrom(o, o.choice('split', SPLITS, 'val'));
+}
+
+function firstIndices(ds: Dataset, limit: number | undefined): number[] | undefined {
+  if (limit === undefined || limit >= ds.size) return undefined;
+  return Array.from({ length: limit }, (_, i) => i);
+}
+
+export const topkCommand: Command = {
+  summary: 'top-k activations of every feature map over a dataset, projected and beside their image patches (Fig. 2)',
+  options: {
+    model: { value: true, help: 'zoo name (random weights), .safetensors or .onnx file' },
+    seed: { value: true, help: "seed of a zoo model's weights (default 0)" },
+    ...DATA_OPTIONS,
+    split: { value: true, help: 'train, val or test (default: val, or test where the data has no val, as the paper)' },
+    limit: { value: true, help: 'scan only the first N images of the split' },
+    layers: { value: true, help: 'comma-separated layers (default: the rectified conv maps, relu1..relu5 in the zoo)' },
+    k: { value: true, help: 'activations kept per feature map (default 9)' },
+    'per-image': { value: true, help: 'positions one image may give a feature map (default 1: its maximum, the paper\'s)' },
+    order: { value: true, help: 'feature order in the figures: index (default) or max (strongest activation first)' },
+    'per-page': { value: true, help: 'features per PNG page (default 16)' },
+    'batch-size': { value: true, help: 'images per forward pass (default 64)' },
+    'project-batch': { value: true, help: 'units per projection call (default 48)' },
+    rule: { value: true, help: 'ReLU rule of the projections: deconvnet (default), gradient, guided' },
+    lrn: { value: true, help: 'LRN on the way down: gradient (default) or identity' },
+    'checkpoint-every': { value: true, help: 'batches between checkpoints of the scan (default 20)' },
+    resume: { value: false, help: 'continue the scan from OUT/checkpoint.json (same model, data and options)' },
+    out: { value: true, help: 'output folder: index.json, LAYER/page-NN.png, LAYER/projections.npy, checkpoint.json' },
+  },
+  async run(o) {
+    const out = o.required('out');
+    const k = o.int('k', 9, 1);
+    const perImage = o.int('per-image', 1, 1);
+    const perPage = o.int('per-page', 16, 1);
+    const batchSize = o.int('batch-size', 64, 1);
+    const batchUnits = o.int('project-batch', 48, 1);
+    const every = o.int('checkpoint-every', 20, 1);
+    const limit = o.has('limit') ? o.int('limit', 0, 1) : undefined;
+    const order = o.choice('order', ['index', 'max'] as const, 'index');
+    const settings = { rule: o.choice('rule', BACKWARD_RULES, 'deconvnet'), lrn: o.choice('lrn', LRN_MODES, 'gradient'), seedValue: 'activation' as const };
+    const layerArg = o.string('layers');
+    const requested = layerArg?.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    if (requested?.length === 0) throw new UsageError('--layers needs at least one layer name');
+
+    // Everything that can be wrong with the input is checked before the first file is written.
+    const model = loadModel(o.required('model'), { seed: o.int('seed', 0) });
+    const engine = new Engine(model);
+    try {
+      const layers = resolveTopkLayers(engine, requested);
+      const ds = await scanSet(o);
+      const indices = firstIndices(ds, limit);
+      const total = indices?.length ?? ds.size;
+      process.stderr.write(`topk: ${model.name} on ${ds.name}, ${total} images, layers ${layers.join(', ')}; k ${k}, at most ${perImage} per image\n`);
+      const scanBar = new Progress('topk scan', total, 'images');
+      const result = await scanTopk(engine, ds, {
+        layers, k, perImage, batchSize, indices,
+        checkpoint: join(out, 'checkpoint.json'), checkpointEvery: every, resume: o.flag('resume'),
+        onProgress: (done) => scanBar.update(done),
+      });
+      if (result.resumedAt !== undefined) process.stderr.write(`topk: resumed the scan at batch ${result.resumedAt}\n`);
+      if (result.skipped.length > 0) process.stderr.write(`topk: ${skippedSummary(result.skipped)}\n`);
+      if (result.images === 0) throw new Error(`${ds.name}: no readable images to scan`);
+      const units = result.layers.reduce((a, l) => a + l.features.reduce((b, es) => b + es.length, 0), 0);
+      const projectBar = new Progress('topk project', units, 'units');
+      const index = await writeTopk(engine, ds, result, out, {
+        perPage, order, settings, batchUnits,
+        onProgress: (done) => projectBar.update(done),
+      });
+      const pages = index.layers.reduce((a, l) => a + l.pages.length, 0);
+      process.stdout.write(
+        `top ${k} of ${result.images} images for ${index.layers.map((l) => `${l.layer} (${l.features.length})`).join(', ')}; ` +
+          `wrote ${pages} pages, ${index.layers.length} projections .npy and index.json to ${out}/\n`,
+      );
+    } finally {
+      await engine.dispose();
+    }
+  },
+};
