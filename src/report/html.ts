@@ -23,7 +23,10 @@ export function escapeHtml(s: string): string {
 }
 
 function inline(s: string): string {
-  return escapeHtml(s).replace(/`([^`]+)`/g, '<code>$1</code>').replace(/\*\*([^*]+)\*\*/g, '<strong>$1</strong>');
+  return escapeHtml(s)
+    .replace(/`([^`]+)`/g, '<code>$1</code>')
+    .replace(/\*\*([^*]+)\*\*/g, '<strong>$1</strong>')
+    .replace(/\*([^*]+)\*/g, '<em>$1</em>');
 }
 
 /** The Markdown subset the analyses write: pipe tables, headings, paragraphs. */

@@ -1,0 +1,116 @@
+// `convscope report`: the run folder of `convscope demo` (or of the single commands, laid out the same way) as one
+// HTML page. Each section reads what its command wrote; a step that did not run is reported as missing.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { writeFileAtomic } from '../util/fs.js';
+import { renderReport, type ReportFigure, type ReportSection } from './html.js';
+
+/** Where each step of the demo writes, relative to the run folder. */
+export const RUN_LAYOUT = {
+  train: 'train',
+  topk: 'topk',
+  evolution: 'evolution',
+  invariance: 'invariance',
+  architecture: 'compare-arch',
+  occlusion: 'occlusion',
+  correspondence: 'correspondence',
+  report: 'report',
+} as const;
+
+interface Ctx {
+  run: string;
+  reportDir: string;
+}
+
+const rel = (ctx: Ctx, path: string) => relative(ctx.reportDir, path).split('\\').join('/');
+
+function figuresIn(ctx: Ctx, dir: string, pattern: RegExp, caption: (file: string) => string): ReportFigure[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => pattern.test(f)).sort().map((f) => ({ src: rel(ctx, join(dir, f)), caption: caption(f) }));
+}
+
+function readText(path: string): string | undefined {
+  return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
+}
+
+function missing(step: string, dir: string): string {
+  return `No output: ${dir} does not exist. Run \`convscope ${step}\` (or \`convscope demo\`) to produce it.`;
+}
+
+function trainingSection(ctx: Ctx): ReportSection {
+  const dir = join(ctx.run, RUN_LAYOUT.train);
+  const base = {
+    id: 'training', title: 'Training (paper Sec. 3)',
+    text: 'Loss and accuracy per epoch of zfnet-small trained with SGD (momentum 0.9, dropout 0.5, conv filters renormalised to RMS 0.1) on the built-in shapes set. Validation accuracy is measured on a held-out split after every epoch.',
+  };
+  if (!existsSync(join(dir, 'curves.png'))) return { ...base, figures: [], missing: missing('train', dir) };
+  const log = readText(join(dir, 'log.jsonl'));
+  let markdown: string | undefined;
+  if (log) {
+    const rows = log.trim().split('\n').map((l) => JSON.parse(l) as { epoch: number; trainLoss: number; trainAccuracy: number; valAccuracy?: number; seconds: number });
+    markdown = ['| epoch | train loss | train accuracy | validation accuracy | seconds |', '|---|---|---|---|---|',
+      ...rows.map((r) => `| ${r.epoch} | ${r.trainLoss.toFixed(3)} | ${(100 * r.trainAccuracy).toFixed(1)}% | ${r.valAccuracy === undefined ? '' : `${(100 * r.valAccuracy).toFixed(1)}%`} | ${r.seconds.toFixed(1)} |`)].join('\n');
+  }
+  return { ...base, figures: [{ src: rel(ctx, join(dir, 'curves.png')), caption: 'training curves' }], markdown };
+}
+
+function topkSection(ctx: Ctx): ReportSection {
+  const dir = join(ctx.run, RUN_LAYOUT.topk);
+  const base = {
+    id: 'topk', title: 'Fig. 2: top-9 activations per feature map',
+    text: 'For each feature map of layers 1-5, the 9 strongest activations over the validation images (at most one per image), each projected to pixel space by the deconvnet beside the image patch under its receptive field. Projections are scaled by their own max |value| with zero at mid-grey.',
+  };
+  if (!existsSync(dir)) return { ...base, figures: [], missing: missing('topk', dir) };
+  const layers = readdirSync(dir).filter((f) => existsSync(join(dir, f, 'page-01.png'))).sort();
+  const figures = layers.flatMap((l) => figuresIn(ctx, join(dir, l), /^page-\d+\.png$/, (f) => `${l}, ${f.replace('.png', '')}`));
+  return { ...base, figures };
+}
+
+function evolutionSection(ctx: Ctx): ReportSection {
+  const dir = join(ctx.run, RUN_LAYOUT.evolution);
+  const base = {
+    id: 'evolution', title: 'Fig. 4: feature evolution during training',
+    text: 'For randomly chosen feature maps of each layer, the projection of the strongest activation over the training images at each snapshot (columns: epochs). A layer counts as settled from the first epoch after which the median correlation between consecutive projections stays at or above 0.9.',
+  };
+  const summary = readText(join(dir, 'evolution.json'));
+  if (!summary) return { ...base, figures: [], missing: missing('evolve', dir) };
+  const parsed = JSON.parse(summary) as { epochs: number[]; layers: { layer: string; convergedEpoch: number | null; medianCorrelation: number[] }[] };
+  const markdown = ['| layer | settled from epoch | median correlation per step |', '|---|---|---|',
+    ...parsed.layers.map((l) => `| ${l.layer} | ${l.convergedEpoch ?? 'not yet'} | ${l.medianCorrelation.map((c) => c.toFixed(2)).join(', ')} |`)].join('\n');
+  return { ...base, figures: figuresIn(ctx, dir, /^evolution-.*\.png$/, (f) => f.replace(/^evolution-|\.png$/g, '')), markdown };
+}
+
+function simpleSection(ctx: Ctx, id: string, title: string, text: string, step: string, dirName: string, pngs: RegExp, mdFile?: string): ReportSection {
+  const dir = join(ctx.run, dirName);
+  const figures = figuresIn(ctx, dir, pngs, (f) => f.replace('.png', ''));
+  if (figures.length === 0) return { id, title, text, figures: [], missing: missing(step, dir) };
+  return { id, title, text, figures, markdown: mdFile ? readText(join(dir, mdFile)) : undefined };
+}
+
+/** Builds `<run>/report/index.html` from a run folder; returns its path. */
+export function buildReport(run: string, title = 'convscope report'): string {
+  if (!existsSync(run)) throw new Error(`run folder ${run} does not exist`);
+  const reportDir = join(run, RUN_LAYOUT.report);
+  const ctx: Ctx = { run, reportDir };
+  const sections: ReportSection[] = [
+    trainingSection(ctx),
+    topkSection(ctx),
+    evolutionSection(ctx),
+    simpleSection(ctx, 'invariance', 'Fig. 5: invariance to translation, scale and rotation',
+      'Euclidean distance between the feature vectors of original and transformed images at layers 1 and 7, relative to the original vector\'s norm, and the probability of the true class, as the image is shifted vertically, scaled and rotated. Uncovered areas are filled with the dataset mean.',
+      'invariance', RUN_LAYOUT.invariance, /\.png$/),
+    simpleSection(ctx, 'architecture', 'Fig. 6: architecture selection',
+      'The first-layer filters of alexnet-small (11x11, stride 4) and zfnet-small (7x7, stride 2) trained on the same data with the same budget, with the number of dead feature maps and the share of filter energy above half the Nyquist frequency. The paper chose the smaller filter and stride because the large ones left dead filters and aliasing.',
+      'compare-arch', RUN_LAYOUT.architecture, /\.png$/, 'compare-arch.md'),
+    simpleSection(ctx, 'occlusion', 'Fig. 7: occlusion sensitivity',
+      'A grey square slides over each image; for every position the maps show the total activation of the strongest layer-5 feature map, the probability of the correct class and the most probable class. Low probability where the square covers the object means the model looks at the object, not its surroundings.',
+      'occlude', RUN_LAYOUT.occlusion, /\.png$/, 'score.md'),
+    simpleSection(ctx, 'correspondence', 'Table 1: correspondence',
+      'The same part is occluded in several images and the sign pattern of the change in layer-5 and layer-7 features is compared between images (mean normalised Hamming distance Δ over pairs). A lower Δ for the part than for random regions of the same size means the model moves its representation the same way for that part in every image.',
+      'correspond', RUN_LAYOUT.correspondence, /\.png$/, 'correspondence.md'),
+  ];
+  const html = renderReport(title, `Zeiler & Fergus, *Visualizing and Understanding Convolutional Networks* (ECCV 2014), reproduced on the run in \`${run}\`.`, sections);
+  const path = join(reportDir, 'index.html');
+  writeFileAtomic(path, html);
+  return path;
+}
