@@ -1,6 +1,7 @@
 // `convscope train`: parses options and calls the trainer.
 import { join } from 'node:path';
-import { openDataset, type Split } from '../data/dataset.js';
+import type { Split } from '../data/dataset.js';
+import { openFilteredDataset } from '../data/filter.js';
 import { skippedSummary } from '../data/batches.js';
 import { loadModel } from '../model/load.js';
 import { paperSnapshotEpochs, parseSchedule } from '../train/optimizer.js';
@@ -13,12 +14,12 @@ import { UsageError, type Options, type OptionSpec } from './args.js';
 import type { Command } from './commands.js';
 
 export const DATA_OPTIONS: Record<string, OptionSpec> = {
-  data: { value: true, help: "dataset: 'shapes' (built-in, e.g. shapes:count=5000), 'fashion-mnist', a folder of class sub-folders, or IDX files" },
+  data: { value: true, help: "dataset: 'shapes' (built-in, e.g. shapes:count=5000), 'fashion-mnist', a folder of class sub-folders, or IDX files; ':classes=0-5' keeps some classes" },
   'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
 };
 
 export async function datasetFrom(o: Options, split: Split, key = 'data') {
-  return openDataset(o.required(key), { split, ...(o.string('data-path') ? { data: o.string('data-path') } : {}) });
+  return openFilteredDataset(o.required(key), { split, ...(o.string('data-path') ? { data: o.string('data-path') } : {}) });
 }
 
 /** The held-out split used for validation: `val` where the dataset has one, else `test` (IDX sets have no val). */

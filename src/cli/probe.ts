@@ -1,0 +1,139 @@
+// `convscope probe` and `convscope ablate`: parse options, call src/analysis/probe.ts and ablate.ts, write the tables.
+import { join } from 'node:path';
+import { skippedSummary } from '../data/batches.js';
+import type { Split } from '../data/dataset.js';
+import { openFilteredDataset } from '../data/filter.js';
+import { loadModel } from '../model/load.js';
+import type { Model } from '../model/layers.js';
+import { encodePng } from '../render/figure.js';
+import { parseSchedule } from '../train/optimizer.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { ablationMarkdown, randomlyInitialised, runAblations } from '../analysis/ablate.js';
+import { probeMarkdown, probePlot, runProbe, type LabelledProbe } from '../analysis/probe.js';
+import { UsageError, type Options, type OptionSpec } from './args.js';
+import type { Command } from './commands.js';
+
+const DATA_PATH: Record<string, OptionSpec> = {
+  'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
+};
+
+const SPEC_HELP = "shapes (e.g. shapes:count=2000,classes=6-9), fashion-mnist, a folder or IDX files; ',classes=LIST' or ':classes=LIST' at the end keeps those classes";
+
+/** The seven layers of the paper's Table 3 / Sec. 5 in zfnet-small and zfnet naming: each layer's output after its ReLU. */
+const DEFAULT_LAYERS = 'relu1,relu2,relu3,relu4,relu5,relu6,relu7';
+
+function openSpec(o: Options, key: string, split: Split) {
+  const dataPath = o.string('data-path');
+  return openFilteredDataset(o.required(key), { split, ...(dataPath ? { data: dataPath } : {}) });
+}
+
+function list(o: Options, key: string, fallback: string): string[] {
+  const items = o.string(key, fallback).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (items.length === 0) throw new UsageError(`--${key} needs at least one name`);
+  return items;
+}
+
+function positiveInts(o: Options, key: string, fallback: number[]): number[] {
+  const v = o.numbers(key) ?? fallback;
+  if (v.some((n) => !(Number.isInteger(n) && n > 0))) throw new UsageError(`--${key} must be positive integers, got ${v.join(',')}`);
+  return v;
+}
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+function modelFrom(o: Options): Model {
+  return loadModel(o.required('model'), { seed: o.int('seed', 0) });
+}
+
+export const probeCommand: Command = {
+  summary: 'transfer (paper Sec. 5): a linear softmax on frozen features of each layer, for N images per class; table and plot',
+  options: {
+    model: { value: true, help: 'zoo name, .safetensors or .onnx file (the frozen network)' },
+    train: { value: true, help: `dataset to draw the probe's training images from (its train split): ${SPEC_HELP}` },
+    test: { value: true, help: 'dataset to test on (its test split; shapes:split=val picks another); same classes as --train' },
+    ...DATA_PATH,
+    layers: { value: true, help: `layers to probe, any layer names (default ${DEFAULT_LAYERS}: the output of each of the 7 layers)` },
+    'per-class': { value: true, help: 'training images per class, comma-separated (default 15,30, the paper\'s Caltech-101 sizes)' },
+    splits: { value: true, help: 'random draws of the training images; mean ± std over them (default 5)' },
+    seed: { value: true, help: 'seed of the draws, the test subset and the --baseline weights (default 0)' },
+    pool: { value: true, help: 'conv maps are average-pooled to at most K x K positions (default 4)' },
+    l2: { value: true, help: 'L2 penalty λ of the softmax on standardised features: mean cross-entropy + λ/2 |W|² (default 1; see docs/probes.md)' },
+    'max-test': { value: true, help: 'test on a seeded subset of at most N images (default: the whole test set)' },
+    baseline: { value: false, help: 'also probe the same architecture with random (He) weights: the "no pretraining" baseline' },
+    'batch-size': { value: true, help: 'images per forward pass (default 64)' },
+    out: { value: true, help: 'output folder: probe.md, probe.json, probe.png' },
+  },
+  async run(o) {
+    const out = o.required('out');
+    const model = modelFrom(o);
+    const seed = o.int('seed', 0);
+    const trainSet = await openSpec(o, 'train', 'train');
+    const testSet = await openSpec(o, 'test', 'test');
+    const options = {
+      layers: list(o, 'layers', DEFAULT_LAYERS),
+      perClass: positiveInts(o, 'per-class', [15, 30]),
+      splits: o.int('splits', 5, 1),
+      seed,
+      pool: o.int('pool', 4, 1),
+      l2: o.number('l2', 1),
+      maxTest: o.has('max-test') ? o.int('max-test', 0, 1) : undefined,
+      batchSize: o.int('batch-size', 64, 1),
+      log,
+    };
+    if (!(options.l2 >= 0)) throw new UsageError(`--l2 must be >= 0, got ${options.l2}`);
+    log(`probing ${model.name}: train ${trainSet.name}, test ${testSet.name}, layers ${options.layers.join(',')}`);
+    const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(model, trainSet, testSet, options) }];
+    if (o.flag('baseline')) runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(model, seed), trainSet, testSet, options) });
+    const markdown = probeMarkdown(runs);
+    const png = await encodePng(await probePlot(runs, `Linear probes: ${model.name} -> ${testSet.name}`));
+    writeFileAtomic(join(out, 'probe.json'), `${JSON.stringify({ runs }, null, 1)}\n`);
+    writeFileAtomic(join(out, 'probe.md'), markdown);
+    writeFileAtomic(join(out, 'probe.png'), png);
+    const skipped = runs[0].result.skipped;
+    if (skipped.length) log(skippedSummary(skipped));
+    process.stdout.write(`${markdown}\nwrote probe.md, probe.json and probe.png to ${out}/\n`);
+  },
+};
+
+export const ablateCommand: Command = {
+  summary: 'layer ablation (paper Table 3): remove layers, adapt their neighbours, retrain briefly, compare errors',
+  options: {
+    model: { value: true, help: 'zoo name, .safetensors or .onnx file (the full model)' },
+    data: { value: true, help: `dataset: its train split retrains, its val split (test where there is none) measures: ${SPEC_HELP}` },
+    ...DATA_PATH,
+    remove: { value: true, help: "layers to remove, one ablation per '/'-separated group, e.g. fc7/fc6,fc7/conv3,conv4,fc6,fc7" },
+    epochs: { value: true, help: 'retraining epochs for every model, the full one included (default 2)' },
+    start: { value: true, help: "trained (default: fine-tune, kept layers keep their weights) or scratch (every model from He init)" },
+    lr: { value: true, help: 'learning rate (default 0.01)' },
+    schedule: { value: true, help: 'learning-rate schedule: constant (default), step:EVERY:GAMMA, manual:EPOCH=LR,...' },
+    'batch-size': { value: true, help: 'mini-batch size (default 64)' },
+    seed: { value: true, help: 'seed of new weights, batch order, dropout (default 0)' },
+    out: { value: true, help: 'output folder: ablation.md, ablation.json, one run folder per model' },
+  },
+  async run(o) {
+    const out = o.required('out');
+    const ablations = o.required('remove').split('/').map((group) => group.split(',').map((s) => s.trim()).filter((s) => s.length > 0));
+    if (ablations.some((a) => a.length === 0)) throw new UsageError(`--remove has an empty group: '${o.required('remove')}'`);
+    const model = modelFrom(o);
+    const trainSet = await openSpec(o, 'data', 'train');
+    let valSet;
+    try {
+      valSet = await openSpec(o, 'data', 'val');
+    } catch {
+      valSet = await openSpec(o, 'data', 'test');
+    }
+    const result = await runAblations(model, trainSet, valSet, {
+      ablations,
+      epochs: o.int('epochs', 2, 1),
+      start: o.choice('start', ['trained', 'scratch'] as const, 'trained'),
+      lr: o.number('lr', 0.01),
+      schedule: parseSchedule(o.string('schedule', 'constant')),
+      batchSize: o.int('batch-size', 64, 1),
+      seed: o.int('seed', 0),
+    }, { outDir: out, log });
+    const markdown = ablationMarkdown(result);
+    writeFileAtomic(join(out, 'ablation.json'), `${JSON.stringify(result, null, 1)}\n`);
+    writeFileAtomic(join(out, 'ablation.md'), markdown);
+    process.stdout.write(`${markdown}\nwrote ablation.md and ablation.json to ${out}/\n`);
+  },
+};
