@@ -1,7 +1,7 @@
 // The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -93,13 +93,14 @@ test('inspect prints receptive fields and totals', () => {
   assert.match(r.stdout, /^total +383\.9k/m);
 });
 
-test('demo writes PNG and .npy projections', () => {
+test('demo --quick runs every step and writes a report whose figures all exist', () => {
   const dir = tmp();
-  const r = run(['demo', '--out', dir]);
-  assert.equal(r.code, 0, r.stderr);
-  const files = readdirSync(dir);
-  assert.ok(files.includes('overview.png'));
-  const npys = files.filter((f) => /^relu5_f\d+\.npy$/.test(f));
-  assert.equal(npys.length, 4);
-  for (const f of npys) assert.deepEqual(readNpy(join(dir, f)).shape, [1, 3, 64, 64]);
+  const r = run(['demo', '--quick', '--out', dir]);
+  assert.equal(r.code, 0, r.stderr.split('\n').slice(-5).join('\n'));
+  const html = readFileSync(join(dir, 'report', 'index.html'), 'utf8');
+  assert.doesNotMatch(html, /class="missing"/, 'a step left its section empty');
+  const sources = [...html.matchAll(/<img src="([^"]+)"/g)].map((m) => m[1]);
+  assert.ok(sources.length >= 10, `${sources.length} figures`);
+  for (const src of sources) assert.ok(existsSync(join(dir, 'report', src)), `missing figure ${src}`);
+  for (const id of ['training', 'topk', 'evolution', 'invariance', 'architecture', 'occlusion', 'correspondence']) assert.match(html, new RegExp(`<section id="${id}">`));
 });

@@ -26,15 +26,17 @@ export async function compareArchitectures(
   valSet: Dataset,
   config: TrainConfig,
   outDir: string,
-  hooks: Pick<TrainRunOptions, 'log' | 'progress' | 'resume'> & { activityIndices?: number[] } = {},
+  hooks: Pick<TrainRunOptions, 'log' | 'progress' | 'resume'> & { activityIndices?: number[]; runs?: Partial<Record<(typeof COMPARED)[number], string>> } = {},
 ): Promise<ArchitectureResult[]> {
   const results: ArchitectureResult[] = [];
   for (const name of COMPARED) {
-    hooks.log?.(`training ${name}`);
+    const given = hooks.runs?.[name];
+    const dir = given ?? join(outDir, name);
+    if (given && !existsSync(join(given, 'checkpoint.json'))) throw new Error(`${given} holds no convscope training run of ${name}`);
+    hooks.log?.(given ? `using the finished ${name} run in ${given}` : `training ${name}`);
     const model = createZooModel(name, { seed: config.seed, init: 'kaiming', classes: trainSet.classes.length });
-    const dir = join(outDir, name);
-    // On --resume, a model whose training never started simply starts.
-    const resume = hooks.resume === true && existsSync(join(dir, 'checkpoint.json'));
+    // A given run, or on --resume a started one, continues from its checkpoint (a finished run just loads).
+    const resume = given !== undefined || (hooks.resume === true && existsSync(join(dir, 'checkpoint.json')));
     const run = await train(model, trainSet, valSet, config, { outDir: dir, resume, log: hooks.log, progress: hooks.progress });
     const engine = new Engine(run.model);
     try {

@@ -7,7 +7,7 @@ import { loadModel } from '../model/load.js';
 import { architectureFigure, filterGrid } from '../render/architecture.js';
 import { encodePng, label } from '../render/figure.js';
 import { paperSnapshotEpochs } from '../train/optimizer.js';
-import { PAPER_TRAINING } from '../train/trainer.js';
+import { PAPER_TRAINING, readTrainConfig } from '../train/trainer.js';
 import { writeFileAtomic } from '../util/fs.js';
 import type { Command } from './commands.js';
 import { DATA_OPTIONS, datasetFrom, validationSet } from './training.js';
@@ -59,11 +59,14 @@ export const compareArchCommand: Command = {
     count: { value: true, help: 'validation images to measure activity on (default all)' },
     out: { value: true, help: 'output folder (default convscope-out/compare-arch)' },
     resume: { value: false, help: 'continue interrupted trainings from their checkpoints' },
+    'zfnet-run': { value: true, help: 'a finished `convscope train` run of zfnet-small to use instead of training it; alexnet-small gets its settings' },
   },
   async run(o) {
     const epochs = o.int('epochs', 10, 1);
     const out = o.string('out', join('convscope-out', 'compare-arch'));
-    const config = {
+    const zfnetRun = o.string('zfnet-run');
+    // The other architecture gets the finished run's recipe and data budget.
+    const config = zfnetRun ? readTrainConfig(zfnetRun) : {
       ...PAPER_TRAINING,
       epochs,
       batchSize: o.int('batch-size', 64, 1),
@@ -76,6 +79,7 @@ export const compareArchCommand: Command = {
     const count = Math.min(o.int('count', valSet.size, 1), valSet.size);
     const results = await compareArchitectures(trainSet, valSet, config, out, {
       log, progress: true, resume: o.flag('resume'), activityIndices: Array.from({ length: count }, (_, i) => i),
+      ...(zfnetRun ? { runs: { 'zfnet-small': zfnetRun } } : {}),
     });
     const acc = (v: number | undefined) => (v === undefined ? 'n/a' : `${(100 * v).toFixed(1)}%`);
     const figure = await architectureFigure(results.map((r) => {

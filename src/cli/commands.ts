@@ -9,9 +9,20 @@ import { loadInput } from '../data/image.js';
 import { encodeNpy, readNpy, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { projectionFigurePng } from '../render/projection.js';
-import { runDemo } from '../pipeline/demo.js';
+import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
+import { buildReport } from '../report/report.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
+import { occlusionMaps, type Fill, type OcclusionOptions } from '../analysis/occlusion.js';
+import { inputToImage } from '../data/image.js';
+import { encodePng } from '../render/figure.js';
+import { attributionFigure, paperFigures } from '../render/occlusion.js';
+import { join } from 'node:path';
 import type { Model } from '../model/layers.js';
+import { evolveCommand, trainCommand } from './training.js';
+import { ablateCommand, probeCommand } from './probe.js';
+import { topkCommand } from './topk.js';
+import { correspondCommand, invarianceCommand } from './analysis.js';
+import { compareArchCommand, filtersCommand } from './architecture.js';
 
 export interface Command {
   summary: string;
@@ -56,6 +67,15 @@ function refuseOverwriteOfInput(paths: (string | undefined)[], inputs: (string |
 }
 
 export const COMMANDS: Record<string, Command> = {
+  train: trainCommand,
+  evolve: evolveCommand,
+  probe: probeCommand,
+  ablate: ablateCommand,
+  topk: topkCommand,
+  invariance: invarianceCommand,
+  correspond: correspondCommand,
+  filters: filtersCommand,
+  'compare-arch': compareArchCommand,
   inspect: {
     summary: 'layer table: output shapes, receptive fields, parameters, FLOPs',
     options: { ...MODEL_OPTIONS },
@@ -119,14 +139,124 @@ export const COMMANDS: Record<string, Command> = {
   },
 
   demo: {
-    summary: 'the main job on the embedded default: seeded zfnet-small, a test image, projections of conv5 units',
+    summary: 'the main job: train zfnet-small on the built-in shapes set, run every analysis, write convscope-out/report/index.html',
     options: {
-      out: { value: true, help: 'output folder (default ./convscope-out)' },
+      out: { value: true, help: 'run folder (default convscope-out)' },
+      data: { value: true, help: "dataset (default 'shapes', generated on the fly; or fashion-mnist, a folder of class sub-folders)" },
+      model: { value: true, help: 'zoo model to train (default zfnet-small), or a trained .onnx/.safetensors to analyse as it is' },
+      epochs: { value: true, help: `training epochs (default ${DEMO_DEFAULTS.epochs})` },
+      scan: { value: true, help: `images the sweeps (top-9, evolution, activity) scan (default ${DEMO_DEFAULTS.scan})` },
+      quick: { value: false, help: 'a tiny run (a few hundred images, 2 epochs) to check the pipeline' },
     },
     async run(o) {
-      const dir = o.string('out', 'convscope-out');
-      if (existsSync(dir) && !o.has('out')) process.stderr.write(`writing into existing ${dir}/\n`);
-      await runDemo({ outDir: dir, log: (line: string) => process.stderr.write(`${line}\n`) });
+      const base = { ...DEMO_DEFAULTS, ...(o.flag('quick') ? DEMO_QUICK : {}) };
+      const settings = {
+        ...base,
+        out: o.string('out', base.out),
+        data: o.string('data', base.data),
+        model: o.string('model', base.model),
+        epochs: o.int('epochs', base.epochs, 1),
+        scan: o.int('scan', base.scan, 1),
+      };
+      const report = await runDemoPipeline(COMMANDS, settings, (line: string) => process.stderr.write(`${line}\n`));
+      process.stdout.write(`report: ${report}\n`);
+    },
+  },
+
+  report: {
+    summary: 'rebuild the HTML report of an earlier run folder (of convscope demo, or commands writing the same layout)',
+    options: {
+      run: { value: true, help: 'run folder (default convscope-out)' },
+    },
+    async run(o) {
+      process.stdout.write(`report: ${buildReport(o.string('run', 'convscope-out'))}\n`);
+    },
+  },
+
+  occlude: {
+    summary: 'occlusion sensitivity (Fig. 7): a grey square slides over the image; maps of a feature, p(class), top class',
+    options: {
+      ...MODEL_OPTIONS,
+      image: { value: true, help: 'input image (JPEG, PNG, WebP): short side resized, centre-cropped, mean subtracted' },
+      'input-npy': { value: true, help: 'a preprocessed NCHW float32 tensor, fed as it is' },
+      target: { value: true, help: 'class to track (default: the class predicted for the unoccluded image)' },
+      window: { value: true, help: 'side of the square in pixels (default round(0.223 x input side): 50 at 224, 14 at 64)' },
+      stride: { value: true, help: 'step between positions (default round(window / 6): 8 at 224, 2 at 64); last position clipped' },
+      fill: { value: true, help: "square colour: mean (default: the dataset mean, 0 after mean subtraction), zero (black), or a grey level 0..255" },
+      layer: { value: true, help: 'layer whose strongest feature map (b, c) tracks (default relu5, the paper\'s layer 5)' },
+      mode: { value: true, help: 'paper (default: maps b-e and projections c) or attribution (Captum Occlusion, [1,C,H,W])' },
+      full: { value: false, help: 'recompute every occluded image in full (default: incremental, only what the square changes)' },
+      batch: { value: true, help: 'occluded images per engine call (default 128 incremental, 32 with --full)' },
+      out: { value: true, help: 'output folder for .npy maps, PNG figures and occlusion.json' },
+    },
+    async run(o) {
+      const dir = o.required('out');
+      const model = modelFrom(o);
+      const fillArg = o.string('fill', 'mean');
+      const grey = Number(fillArg);
+      if (fillArg !== 'mean' && fillArg !== 'zero' && !(fillArg.trim() !== '' && grey >= 0 && grey <= 255)) {
+        throw new UsageError(`--fill must be mean, zero or a grey level 0..255; got '${fillArg}'`);
+      }
+      const fill: Fill = fillArg === 'mean' || fillArg === 'zero' ? fillArg : grey;
+      const mode = o.choice('mode', ['paper', 'attribution'] as const, 'paper');
+      const started = performance.now();
+      let reported = started;
+      const options: OcclusionOptions = {
+        fill,
+        target: o.has('target') ? o.int('target', 0, 0) : undefined,
+        window: o.has('window') ? o.int('window', 0, 1) : undefined,
+        stride: o.has('stride') ? o.int('stride', 0, 1) : undefined,
+        layer: o.string('layer', 'relu5'),
+        incremental: !o.flag('full'),
+        batch: o.has('batch') ? o.int('batch', 0, 1) : undefined,
+        onProgress: (done, total) => {
+          const now = performance.now();
+          if (now - reported < 1000 && !(done === total && reported > started)) return;
+          reported = now;
+          process.stderr.write(`occlude: ${done}/${total} positions, ${((now - started) / 1000).toFixed(1)} s\n`);
+        },
+      };
+      const input = await inputFrom(o, model);
+      const engine = new Engine(model);
+      const name = (c: number) => model.classes?.[c] ?? `class ${c}`;
+      const image = inputToImage(input, model.preprocess);
+      // Everything is computed and encoded in memory first, so that a failure leaves no partial output.
+      const files = new Map<string, Uint8Array | string>();
+      try {
+        const r = await occlusionMaps(engine, input, { ...options, mode });
+        const seconds = (performance.now() - started) / 1000;
+        const g = r.grid;
+        const saving = r.flops.incremental ? `incremental, ${(r.flops.full / r.flops.incremental).toFixed(2)}x fewer FLOPs than full` : 'full recomputation';
+        // One key per line, arrays of numbers kept on theirs.
+        const compactJson = (v: object) => `${JSON.stringify(v, null, 1).replace(/\[[-\d.,\s]*\]/g, (a) => a.replace(/\s+/g, ''))}\n`;
+        const summary = {
+          model: model.name, mode: r.mode, window: g.window, stride: g.stride, fill: r.fill, rows: g.ys.length, cols: g.xs.length, ys: g.ys, xs: g.xs,
+          target: r.target, predicted: r.predicted, flops: r.flops, seconds,
+        };
+        let line: string;
+        if (r.mode === 'paper') {
+          for (const [stem, t] of [['activation', r.activation], ['probability', r.probability], ['top_class', r.topClass]] as const) files.set(`${stem}.npy`, encodeNpy(t));
+          const [c, h, w] = model.input;
+          const all = new Float32Array(r.projections.length * c * h * w);
+          r.projections.forEach((p, i) => all.set(p.projection.data, i * c * h * w));
+          files.set('projections.npy', encodeNpy({ shape: [r.projections.length, c, h, w], data: all }));
+          for (const [stem, img] of await paperFigures(image, r, model.name, name)) files.set(`${stem}.png`, await encodePng(img));
+          const projections = r.projections.map((p) => ({ position: p.position, unit: p.unit, value: p.value }));
+          files.set('occlusion.json', compactJson({ ...summary, layer: r.layer, feature: r.feature, unoccluded: r.unoccluded, projections }));
+          const lowest = r.probability.data.reduce((best, v, i, a) => (v < a[best] ? i : best), 0);
+          line = `target ${name(r.target)}: p ${r.unoccluded.probability.toPrecision(4)} unoccluded, lowest ${r.probability.data[lowest].toPrecision(4)} at (${Math.floor(lowest / g.xs.length)},${lowest % g.xs.length}); ${r.layer} map ${r.feature} total ${r.unoccluded.activation.toPrecision(5)} unoccluded`;
+        } else {
+          files.set('attribution.npy', encodeNpy(r.attribution));
+          files.set('delta.npy', encodeNpy(r.delta));
+          files.set('attribution.png', await encodePng(await attributionFigure(image, r, model.name, name)));
+          files.set('occlusion.json', compactJson(summary));
+          line = `target ${name(r.target)}: Captum-style occlusion attribution, [${r.attribution.shape}]`;
+        }
+        for (const [file, data] of files) writeFileAtomic(join(dir, file), data);
+        process.stdout.write(`${line}\n${g.ys.length}x${g.xs.length} positions in ${seconds.toFixed(2)} s (${saving}); wrote ${files.size} files to ${dir}/\n`);
+      } finally {
+        await engine.dispose();
+      }
     },
   },
 };

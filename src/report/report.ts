@@ -62,8 +62,13 @@ function topkSection(ctx: Ctx): ReportSection {
   };
   if (!existsSync(dir)) return { ...base, figures: [], missing: missing('topk', dir) };
   const layers = readdirSync(dir).filter((f) => existsSync(join(dir, f, 'page-01.png'))).sort();
-  const figures = layers.flatMap((l) => figuresIn(ctx, join(dir, l), /^page-\d+\.png$/, (f) => `${l}, ${f.replace('.png', '')}`));
-  return { ...base, figures };
+  // The first page of each layer in the report; the others are listed as links.
+  const figures = layers.map((l) => ({ src: rel(ctx, join(dir, l, 'page-01.png')), caption: `${l}, first page` }));
+  const more = layers.map((l) => {
+    const pages = figuresIn(ctx, join(dir, l), /^page-\d+\.png$/, (f) => f.replace('.png', ''));
+    return `${l}: ${pages.map((p) => `[${p.caption}](${p.src})`).join(', ')}`;
+  });
+  return { ...base, figures, markdown: more.join('\n') };
 }
 
 function evolutionSection(ctx: Ctx): ReportSection {
@@ -87,6 +92,17 @@ function simpleSection(ctx: Ctx, id: string, title: string, text: string, step: 
   return { id, title, text, figures, markdown: mdFile ? readText(join(dir, mdFile)) : undefined };
 }
 
+function occlusionSection(ctx: Ctx): ReportSection {
+  const dir = join(ctx.run, RUN_LAYOUT.occlusion);
+  const base = {
+    id: 'occlusion', title: 'Fig. 7: occlusion sensitivity',
+    text: 'A grey square slides over each image; for every position the maps show the total activation of the strongest layer-5 feature map, the probability of the correct class and the most probable class, with deconvnet projections of that feature for a few square positions. Low probability where the square covers the object means the model looks at the object, not its surroundings.',
+  };
+  const runs = existsSync(dir) ? readdirSync(dir).filter((f) => existsSync(join(dir, f, 'figure.png'))).sort() : [];
+  if (runs.length === 0) return { ...base, figures: [], missing: missing('occlude', dir) };
+  return { ...base, figures: runs.map((r) => ({ src: rel(ctx, join(dir, r, 'figure.png')), caption: r })), markdown: readText(join(dir, 'score.md')) };
+}
+
 /** Builds `<run>/report/index.html` from a run folder; returns its path. */
 export function buildReport(run: string, title = 'convscope report'): string {
   if (!existsSync(run)) throw new Error(`run folder ${run} does not exist`);
@@ -102,9 +118,7 @@ export function buildReport(run: string, title = 'convscope report'): string {
     simpleSection(ctx, 'architecture', 'Fig. 6: architecture selection',
       'The first-layer filters of alexnet-small (11x11, stride 4) and zfnet-small (7x7, stride 2) trained on the same data with the same budget, with the number of dead feature maps and the share of filter energy above half the Nyquist frequency. The paper chose the smaller filter and stride because the large ones left dead filters and aliasing.',
       'compare-arch', RUN_LAYOUT.architecture, /\.png$/, 'compare-arch.md'),
-    simpleSection(ctx, 'occlusion', 'Fig. 7: occlusion sensitivity',
-      'A grey square slides over each image; for every position the maps show the total activation of the strongest layer-5 feature map, the probability of the correct class and the most probable class. Low probability where the square covers the object means the model looks at the object, not its surroundings.',
-      'occlude', RUN_LAYOUT.occlusion, /\.png$/, 'score.md'),
+    occlusionSection(ctx),
     simpleSection(ctx, 'correspondence', 'Table 1: correspondence',
       'The same part is occluded in several images and the sign pattern of the change in layer-5 and layer-7 features is compared between images (mean normalised Hamming distance Δ over pairs). A lower Δ for the part than for random regions of the same size means the model moves its representation the same way for that part in every image.',
       'correspond', RUN_LAYOUT.correspondence, /\.png$/, 'correspondence.md'),

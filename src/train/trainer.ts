@@ -190,6 +190,13 @@ function saveCheckpoint(dir: string, model: Model, sgd: Sgd, state: Checkpoint):
   writeFileAtomic(join(dir, CHECKPOINT_JSON), JSON.stringify({ ...state, step }, null, 1));
 }
 
+/** The settings a run in `dir` was started with (from its checkpoint). */
+export function readTrainConfig(dir: string): TrainConfig {
+  const jsonPath = join(dir, CHECKPOINT_JSON);
+  if (!existsSync(jsonPath)) throw new Error(`${dir} holds no convscope training run (no ${CHECKPOINT_JSON})`);
+  return (JSON.parse(readFileSync(jsonPath, 'utf8')) as Checkpoint).config;
+}
+
 function loadCheckpoint(dir: string, model: Model, sgd: Sgd, config: TrainConfig): Checkpoint {
   const jsonPath = join(dir, CHECKPOINT_JSON);
   if (!existsSync(jsonPath)) throw new Error(`--resume: no checkpoint in ${dir}`);
