@@ -39,24 +39,36 @@ export interface ForwardOptions {
   switches: boolean;
   /** Dropout: identity (inference) or a multiplicative mask fed as a graph input (training). */
   dropout: 'identity' | 'mask';
+  /** Standard ONNX ops where one exists (LRN), for files other runtimes read; otherwise the fastest form here. */
+  portable?: boolean;
 }
 
 function convAttrs(kernel: Pair, stride: Pair, padding: Pair) {
   return { kernel_shape: kernel, strides: stride, pads: [padding[0], padding[1], padding[0], padding[1]] };
 }
 
-/** Window sum over channels [c - before, c + after] of x [N,C,H,W], as an average pool over a [N,1,C,H*W] view. */
-function channelWindowMean(b: GraphBuilder, x: string, shape: number[], size: number, before: number, after: number): string {
+/**
+ * Mean over the channel window [c - before, c + after] of x [N,C,H,W] (channels outside the range count as zero), as a
+ * 1x1 convolution with a banded C x C weight: onnxruntime runs it in its fast NCHWc conv kernels, where its LRN and
+ * pooling ops break the layout (a third faster forward on ZFNet).
+ */
+function channelWindowMean(b: GraphBuilder, x: string, shape: number[], size: number, before: number, after: number, portable = false): string {
   const [c, h, w] = shape;
-  const view = b.op1('Reshape', [x, b.int64s([-1, 1, c, h * w])]);
-  const mean = b.op1('AveragePool', [view], { kernel_shape: [size, 1], strides: [1, 1], pads: [before, 0, after, 0], count_include_pad: 1 });
-  return b.op1('Reshape', [mean, b.int64s([-1, c, h, w])]);
+  if (portable) {
+    // The form an exported file carries (and the importer recognises): an average pool over a [N,1,C,H*W] view.
+    const view = b.op1('Reshape', [x, b.int64s([-1, 1, c, h * w])]);
+    const mean = b.op1('AveragePool', [view], { kernel_shape: [size, 1], strides: [1, 1], pads: [before, 0, after, 0], count_include_pad: 1 });
+    return b.op1('Reshape', [mean, b.int64s([-1, c, h, w])]);
+  }
+  const band = new Float32Array(c * c);
+  for (let o = 0; o < c; o++) for (let i = Math.max(0, o - before); i <= Math.min(c - 1, o + after); i++) band[o * c + i] = 1 / size;
+  return b.op1('Conv', [x, b.floatTensor(b.fresh('lrn_band'), [c, c, 1, 1], band)], { kernel_shape: [1, 1] });
 }
 
 /** PyTorch's LocalResponseNorm denominator base d = k + alpha * mean over the window of a^2 (window c-size/2 .. c+(size-1)/2). */
-function lrnDenominator(b: GraphBuilder, layer: Extract<Layer, { type: 'lrn' }>, a: string, shape: number[]): string {
+function lrnDenominator(b: GraphBuilder, layer: Extract<Layer, { type: 'lrn' }>, a: string, shape: number[], portable = false): string {
   const sq = b.op1('Mul', [a, a]);
-  const mean = channelWindowMean(b, sq, shape, layer.size, Math.floor(layer.size / 2), Math.floor((layer.size - 1) / 2));
+  const mean = channelWindowMean(b, sq, shape, layer.size, Math.floor(layer.size / 2), Math.floor((layer.size - 1) / 2), portable);
   return b.op1('Add', [b.op1('Mul', [mean, b.floats([layer.alpha], [])]), b.floats([layer.k], [])]);
 }
 
@@ -215,15 +227,20 @@ export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], i
         b.op1('Reshape', [b.op1('MatMul', [flat, m]), b.int64s([-1, c, oh, ow])], {}, out);
         break;
       }
-      case 'lrn':
-        if (layer.size % 2 === 1) {
+      case 'lrn': {
+        if (opts.portable && layer.size % 2 === 1) {
           b.op1('LRN', [x], { size: layer.size, alpha: { float: layer.alpha }, beta: { float: layer.beta }, bias: { float: layer.k } }, out);
-        } else {
-          // ONNX's LRN centres even windows differently from PyTorch: build PyTorch's window explicitly.
-          const d = lrnDenominator(b, layer, x, info.inShape);
+        } else if (opts.portable) {
+          // ONNX's LRN centres even windows differently from PyTorch: PyTorch's window, written out.
+          const d = lrnDenominator(b, layer, x, info.inShape, true);
           b.op1('Div', [x, b.op1('Pow', [d, b.floats([layer.beta], [])])], {}, out);
+        } else {
+          // From its formula rather than ONNX's LRN op, which is slower here (see channelWindowMean).
+          const d = lrnDenominator(b, layer, x, info.inShape);
+          b.op1('Mul', [x, b.op1('Pow', [d, b.floats([-layer.beta], [])])], {}, out);
         }
         break;
+      }
       case 'batchnorm2d': {
         const p = (s: string) => weight(`${layer.name}.${s}`);
         b.op1('BatchNormalization', [x, p('weight'), p('bias'), p('running_mean'), p('running_var')], { epsilon: { float: layer.eps } }, out);

@@ -60,7 +60,7 @@ function emitLayer(b: GraphBuilder, model: Model, layer: Layer, info: LayerInfo,
     return out;
   }
   const single: Model = { ...model, layers: [layer] };
-  const trace = emitForward(b, single, [info], x, weights, { upTo: 0, switches: false, dropout: 'identity' });
+  const trace = emitForward(b, single, [info], x, weights, { upTo: 0, switches: false, dropout: 'identity', portable: true });
   return trace.values[1];
 }
 
