@@ -5,23 +5,15 @@ import { correspondence, correspondenceFigure, correspondenceMarkdown, datasetPa
 import { DISTANCE_LEGEND, FILL_LEGEND, invarianceCsv, invarianceCurves, invarianceFigure, meanCurves, outputLayer, paperLayers, paperSweeps, type NamedResult, type Sweep } from '../analysis/invariance.js';
 import { decodeImage, fitImage, imageToInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
-import { loadModel } from '../model/load.js';
 import type { Model } from '../model/layers.js';
 import { encodePng } from '../render/figure.js';
 import type { Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
 import type { Command } from './commands.js';
+import { MODEL_OPTIONS, modelFrom } from './model-options.js';
 import { DATA_OPTIONS, validationSet } from './training.js';
 
-const MODEL_OPTIONS: Record<string, OptionSpec> = {
-  model: { value: true, help: 'zoo name, .safetensors or .onnx file' },
-  'model-seed': { value: true, help: "seed of a zoo model's weights (default 0)" },
-};
-
-function modelFrom(o: Options): Model {
-  return loadModel(o.required('model'), { seed: o.int('model-seed', 0) });
-}
 
 function layersFrom(o: Options, fallback: string[]): string[] {
   const v = o.string('layers');

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { compareArchitectures } from '../analysis/architecture.js';
 import { filterImages, filterReport, filterTableMarkdown } from '../analysis/filters.js';
 import { Engine } from '../engine/engine.js';
-import { loadModel } from '../model/load.js';
+import { MODEL_OPTIONS, modelFrom } from './model-options.js';
 import { architectureFigure, filterGrid } from '../render/architecture.js';
 import { encodePng, label } from '../render/figure.js';
 import { paperSnapshotEpochs } from '../train/optimizer.js';
@@ -17,13 +17,13 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 export const filtersCommand: Command = {
   summary: 'conv1 filters as an image grid; per conv layer: dead maps, high-frequency energy, sparsity (Fig. 6)',
   options: {
-    model: { value: true, help: 'zoo name or model file' },
+    ...MODEL_OPTIONS,
     ...DATA_OPTIONS,
     count: { value: true, help: 'images of the dataset to measure activity on (default: all of its validation split)' },
     out: { value: true, help: 'output folder (default convscope-out/filters)' },
   },
   async run(o) {
-    const model = loadModel(o.required('model'));
+    const model = modelFrom(o);
     const out = o.string('out', join('convscope-out', 'filters'));
     const first = model.layers.find((l) => l.type === 'conv2d');
     if (!first) throw new Error(`model ${model.name} has no conv layer`);

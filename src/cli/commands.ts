@@ -12,12 +12,12 @@ import { projectionFigurePng } from '../render/projection.js';
 import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
 import { buildReport } from '../report/report.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
+import { INPUT_OPTIONS, inputFrom, MODEL_OPTIONS, modelFrom } from './model-options.js';
 import { occlusionMaps, type Fill, type OcclusionOptions } from '../analysis/occlusion.js';
 import { inputToImage } from '../data/image.js';
 import { encodePng } from '../render/figure.js';
 import { attributionFigure, paperFigures } from '../render/occlusion.js';
 import { join } from 'node:path';
-import type { Model } from '../model/layers.js';
 import { evolveCommand, trainCommand } from './training.js';
 import { ablateCommand, probeCommand } from './probe.js';
 import { topkCommand } from './topk.js';
@@ -28,38 +28,6 @@ export interface Command {
   summary: string;
   options: Record<string, OptionSpec>;
   run(o: Options): Promise<void>;
-}
-
-const MODEL_OPTIONS: Record<string, OptionSpec> = {
-  model: { value: true, help: 'zoo name (zfnet, alexnet, zfnet-small, alexnet-small, zfnet-mnist), .safetensors or .onnx file' },
-  seed: { value: true, help: 'seed of a zoo model\'s initial weights (default 0)' },
-  mean: { value: true, help: 'per-channel mean to subtract, 0..255 units, e.g. 123.68,116.78,103.94' },
-  std: { value: true, help: 'per-channel divisor, 0..255 units (default 1: the paper\'s raw pixels)' },
-};
-
-function modelFrom(o: Options): Model {
-  const model = loadModel(o.required('model'), { seed: o.int('seed', 0) });
-  const channels = model.input[0];
-  for (const key of ['mean', 'std'] as const) {
-    const v = o.numbers(key);
-    if (!v) continue;
-    if (v.length !== channels) throw new UsageError(`--${key} needs ${channels} values for this ${channels}-channel model, got ${v.length}`);
-    model.preprocess[key] = v;
-    if (key === 'mean') delete model.preprocess.meanImage;
-  }
-  return model;
-}
-
-async function inputFrom(o: Options, model: Model): Promise<Tensor> {
-  const image = o.string('image');
-  const npy = o.string('input-npy');
-  if ((image === undefined) === (npy === undefined)) throw new UsageError('give exactly one of --image and --input-npy');
-  if (image !== undefined) return loadInput(image, model);
-  const t = readNpy(npy!);
-  const shape = t.shape.length === 3 ? [1, ...t.shape] : t.shape;
-  const want = [1, ...model.input];
-  if (shape.join(',') !== want.join(',')) throw new Error(`${npy} has shape [${t.shape}], model ${model.name} takes [${want}]`);
-  return { shape, data: t.data };
 }
 
 function refuseOverwriteOfInput(paths: (string | undefined)[], inputs: (string | undefined)[]): void {
@@ -88,8 +56,7 @@ export const COMMANDS: Record<string, Command> = {
     summary: 'project one unit back to pixel space (deconvnet, gradient or guided backprop)',
     options: {
       ...MODEL_OPTIONS,
-      image: { value: true, help: 'input image (JPEG, PNG, WebP): short side resized, centre-cropped, mean subtracted' },
-      'input-npy': { value: true, help: 'a preprocessed NCHW float32 tensor, fed as it is' },
+      ...INPUT_OPTIONS,
       layer: { value: true, help: 'layer whose unit to project, e.g. relu5' },
       feature: { value: true, help: 'feature map (channel) index' },
       unit: { value: true, help: "'max' (the map's strongest activation, default) or Y,X" },
@@ -177,8 +144,7 @@ export const COMMANDS: Record<string, Command> = {
     summary: 'occlusion sensitivity (Fig. 7): a grey square slides over the image; maps of a feature, p(class), top class',
     options: {
       ...MODEL_OPTIONS,
-      image: { value: true, help: 'input image (JPEG, PNG, WebP): short side resized, centre-cropped, mean subtracted' },
-      'input-npy': { value: true, help: 'a preprocessed NCHW float32 tensor, fed as it is' },
+      ...INPUT_OPTIONS,
       target: { value: true, help: 'class to track (default: the class predicted for the unoccluded image)' },
       window: { value: true, help: 'side of the square in pixels (default round(0.223 x input side): 50 at 224, 14 at 64)' },
       stride: { value: true, help: 'step between positions (default round(window / 6): 8 at 224, 2 at 64); last position clipped' },

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { skippedSummary } from '../data/batches.js';
 import type { Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
-import { loadModel } from '../model/load.js';
 import type { Model } from '../model/layers.js';
 import { encodePng } from '../render/figure.js';
 import { parseSchedule } from '../train/optimizer.js';
@@ -12,6 +11,7 @@ import { ablationMarkdown, randomlyInitialised, runAblations } from '../analysis
 import { probeMarkdown, probePlot, runProbe, type LabelledProbe } from '../analysis/probe.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
 import type { Command } from './commands.js';
+import { MODEL_OPTIONS, modelFrom } from './model-options.js';
 
 const DATA_PATH: Record<string, OptionSpec> = {
   'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
@@ -41,14 +41,11 @@ function positiveInts(o: Options, key: string, fallback: number[]): number[] {
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-function modelFrom(o: Options): Model {
-  return loadModel(o.required('model'), { seed: o.int('seed', 0) });
-}
 
 export const probeCommand: Command = {
   summary: 'transfer (paper Sec. 5): a linear softmax on frozen features of each layer, for N images per class; table and plot',
   options: {
-    model: { value: true, help: 'zoo name, .safetensors or .onnx file (the frozen network)' },
+    ...MODEL_OPTIONS,
     train: { value: true, help: `dataset to draw the probe's training images from (its train split): ${SPEC_HELP}` },
     test: { value: true, help: 'dataset to test on (its test split; shapes:split=val picks another); same classes as --train' },
     ...DATA_PATH,
@@ -98,7 +95,7 @@ export const probeCommand: Command = {
 export const ablateCommand: Command = {
   summary: 'layer ablation (paper Table 3): remove layers, adapt their neighbours, retrain briefly, compare errors',
   options: {
-    model: { value: true, help: 'zoo name, .safetensors or .onnx file (the full model)' },
+    ...MODEL_OPTIONS,
     data: { value: true, help: `dataset: its train split retrains, its val split (test where there is none) measures: ${SPEC_HELP}` },
     ...DATA_PATH,
     remove: { value: true, help: "layers to remove, one ablation per '/'-separated group, e.g. fc7/fc6,fc7/conv3,conv4,fc6,fc7" },

@@ -5,7 +5,7 @@ import { skippedSummary } from '../data/batches.js';
 import { SPLITS, type Dataset } from '../data/dataset.js';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
-import { loadModel } from '../model/load.js';
+import { MODEL_OPTIONS, modelFrom } from './model-options.js';
 import { writeTopk } from '../render/topk.js';
 import { Progress } from '../util/progress.js';
 import { UsageError, type Options } from './args.js';
@@ -26,8 +26,7 @@ function firstIndices(ds: Dataset, limit: number | undefined): number[] | undefi
 export const topkCommand: Command = {
   summary: 'top-k activations of every feature map over a dataset, projected and beside their image patches (Fig. 2)',
   options: {
-    model: { value: true, help: 'zoo name (random weights), .safetensors or .onnx file' },
-    seed: { value: true, help: "seed of a zoo model's weights (default 0)" },
+    ...MODEL_OPTIONS,
     ...DATA_OPTIONS,
     split: { value: true, help: 'train, val or test (default: val, or test where the data has no val, as the paper)' },
     limit: { value: true, help: 'scan only the first N images of the split' },
@@ -60,7 +59,7 @@ export const topkCommand: Command = {
     if (requested?.length === 0) throw new UsageError('--layers needs at least one layer name');
 
     // Everything that can be wrong with the input is checked before the first file is written.
-    const model = loadModel(o.required('model'), { seed: o.int('seed', 0) });
+    const model = modelFrom(o);
     const engine = new Engine(model);
     try {
       const layers = resolveTopkLayers(engine, requested);

@@ -65,6 +65,13 @@ function channelWindowMean(b: GraphBuilder, x: string, shape: number[], size: nu
   return b.op1('Conv', [x, b.floatTensor(b.fresh('lrn_band'), [c, c, 1, 1], band)], { kernel_shape: [1, 1] });
 }
 
+/** d^-beta; for the paper's beta = 0.75 as 1 / (sqrt(d) sqrt(sqrt(d))): vectorised roots instead of a scalar pow. */
+function inversePower(b: GraphBuilder, d: string, beta: number): string {
+  if (beta !== 0.75) return b.op1('Pow', [d, b.floats([-beta], [])]);
+  const root = b.op1('Sqrt', [d]);
+  return b.op1('Reciprocal', [b.op1('Mul', [root, b.op1('Sqrt', [root])])]);
+}
+
 /** PyTorch's LocalResponseNorm denominator base d = k + alpha * mean over the window of a^2 (window c-size/2 .. c+(size-1)/2). */
 function lrnDenominator(b: GraphBuilder, layer: Extract<Layer, { type: 'lrn' }>, a: string, shape: number[], portable = false): string {
   const sq = b.op1('Mul', [a, a]);
@@ -237,7 +244,7 @@ export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], i
         } else {
           // From its formula rather than ONNX's LRN op, which is slower here (see channelWindowMean).
           const d = lrnDenominator(b, layer, x, info.inShape);
-          b.op1('Mul', [x, b.op1('Pow', [d, b.floats([-layer.beta], [])])], {}, out);
+          b.op1('Mul', [x, inversePower(b, d, layer.beta)], {}, out);
         }
         break;
       }
@@ -357,7 +364,7 @@ export function emitBackward(
         if (opts.lrn === 'identity') break;
         // dL/da_j = g_j d_j^-b - (2 alpha b / size) a_j sum_{c: j in W(c)} g_c a_c d_c^(-b-1), d = k + alpha/size sum_W a^2.
         const d = lrnDenominator(b, layer, x, info.inShape);
-        const dPow = b.op1('Pow', [d, b.floats([-layer.beta], [])]);
+        const dPow = inversePower(b, d, layer.beta);
         const direct = b.op1('Mul', [g, dPow]);
         const u = b.op1('Div', [b.op1('Mul', [direct, x]), d]);
         const back = channelWindowMean(b, u, info.inShape, layer.size, Math.floor((layer.size - 1) / 2), Math.floor(layer.size / 2));

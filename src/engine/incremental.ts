@@ -253,26 +253,6 @@ function padMap(map: Float32Array, seg: Segment): Float32Array {
 const CROP = 'crop';
 const MAP = 'map';
 
-/**
- * PyTorch's LocalResponseNorm from elementwise ops and a pool over channels: ORT's LRN kernel is about three times
- * slower on the small maps of a crop batch (measured). d = k + alpha * mean of a^2 over the window, b = a * d^-beta.
- */
-function emitLrn(b: GraphBuilder, layer: Extract<Layer, { type: 'lrn' }>, x: string, shape: number[], out: string): void {
-  const [c, h, w] = shape;
-  const view = b.op1('Reshape', [b.op1('Mul', [x, x]), b.int64s([-1, 1, c, h * w])]);
-  const before = Math.floor(layer.size / 2);
-  const after = Math.floor((layer.size - 1) / 2);
-  const mean = b.op1('AveragePool', [view], { kernel_shape: [layer.size, 1], strides: [1, 1], pads: [before, 0, after, 0], count_include_pad: 1 });
-  const d = b.op1('Add', [b.op1('Mul', [b.op1('Reshape', [mean, b.int64s([-1, c, h, w])]), b.floats([layer.alpha], [])]), b.floats([layer.k], [])]);
-  let inv: string;
-  if (layer.beta === 0.75) {
-    // d^-0.75 = 1 / (sqrt(d) * sqrt(sqrt(d))): vectorised square roots instead of a scalar pow per value.
-    const root = b.op1('Sqrt', [d]);
-    inv = b.op1('Reciprocal', [b.op1('Mul', [root, b.op1('Sqrt', [root])])]);
-  } else inv = b.op1('Pow', [d, b.floats([-layer.beta], [])]);
-  b.op1('Mul', [x, inv], {}, out);
-}
-
 /** The segment's layers with the window layer's padding removed: crops carry their padding explicitly. */
 function segmentGraph(model: Model, infos: LayerInfo[], seg: Segment, outputs: number[]): Uint8Array {
   const b = new GraphBuilder();
@@ -282,13 +262,10 @@ function segmentGraph(model: Model, infos: LayerInfo[], seg: Segment, outputs: n
     const layer = model.layers[i];
     const inHW = i === seg.from ? seg.crop : seg.size;
     const info = { ...infos[i], inShape: [infos[i].inShape[0], ...inHW], outShape: [infos[i].outShape[0], ...seg.size] };
-    if (layer.type === 'lrn') emitLrn(b, layer, x, info.inShape, activationName(layer.name));
-    else {
-      const unpadded = unpaddedLayer(layer);
-      const cropModel = { ...model, layers: model.layers.map((l, j) => (j === i ? unpadded : l)) };
-      const cropInfos = infos.map((inf, j) => (j === i ? info : inf));
-      emitForward(b, cropModel, cropInfos, x, weights, { from: i, upTo: i, switches: false, dropout: 'identity' });
-    }
+    const unpadded = unpaddedLayer(layer);
+    const cropModel = { ...model, layers: model.layers.map((l, j) => (j === i ? unpadded : l)) };
+    const cropInfos = infos.map((inf, j) => (j === i ? info : inf));
+    emitForward(b, cropModel, cropInfos, x, weights, { from: i, upTo: i, switches: false, dropout: 'identity' });
     x = activationName(layer.name);
   }
   for (const i of new Set([...outputs.filter((o) => o >= seg.from && o < seg.to), seg.to])) {

@@ -1,0 +1,43 @@
+// The options every model-reading command shares, and how they become a Model and an input tensor.
+import { loadInput } from '../data/image.js';
+import type { Model } from '../model/layers.js';
+import { loadModel } from '../model/load.js';
+import { readNpy, type Tensor } from '../tensor.js';
+import { UsageError, type Options, type OptionSpec } from './args.js';
+
+export const MODEL_OPTIONS: Record<string, OptionSpec> = {
+  model: { value: true, help: 'zoo name (zfnet, alexnet, zfnet-small, alexnet-small, zfnet-mnist), .safetensors or .onnx file' },
+  'model-seed': { value: true, help: "seed of a zoo model's initial weights (default 0)" },
+  mean: { value: true, help: 'per-channel mean to subtract, 0..255 units, e.g. 123.68,116.78,103.94 (default: the model\'s)' },
+  std: { value: true, help: "per-channel divisor, 0..255 units (default: the model's; 1 is the paper's raw pixels)" },
+};
+
+export function modelFrom(o: Options): Model {
+  const model = loadModel(o.required('model'), { seed: o.int('model-seed', 0) });
+  const channels = model.input[0];
+  for (const key of ['mean', 'std'] as const) {
+    const v = o.numbers(key);
+    if (!v) continue;
+    if (v.length !== channels) throw new UsageError(`--${key} needs ${channels} values for this ${channels}-channel model, got ${v.length}`);
+    model.preprocess[key] = v;
+    if (key === 'mean') delete model.preprocess.meanImage;
+  }
+  return model;
+}
+
+export const INPUT_OPTIONS: Record<string, OptionSpec> = {
+  image: { value: true, help: 'input image (JPEG, PNG, WebP): short side resized, centre-cropped, mean subtracted' },
+  'input-npy': { value: true, help: 'a preprocessed NCHW float32 tensor, fed as it is' },
+};
+
+export async function inputFrom(o: Options, model: Model): Promise<Tensor> {
+  const image = o.string('image');
+  const npy = o.string('input-npy');
+  if ((image === undefined) === (npy === undefined)) throw new UsageError('give exactly one of --image and --input-npy');
+  if (image !== undefined) return loadInput(image, model);
+  const t = readNpy(npy!);
+  const shape = t.shape.length === 3 ? [1, ...t.shape] : t.shape;
+  const want = [1, ...model.input];
+  if (shape.join(',') !== want.join(',')) throw new Error(`${npy} has shape [${t.shape}], model ${model.name} takes [${want}]`);
+  return { shape, data: t.data };
+}
