@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { defaultGeometry, fillImage, occludeInto, occlusionGrid, occlusionMaps, type OcclusionOptions, type PaperMaps } from '../src/analysis/occlusion.js';
+import { defaultGeometry, fillImage, localisationScore, occludeInto, occlusionGrid, occlusionMaps, type OcclusionOptions, type PaperMaps } from '../src/analysis/occlusion.js';
 import { projectUnit, ZF_SETTINGS } from '../src/analysis/project.js';
 import { imageToInput, inputToImage, toChannels } from '../src/data/image.js';
 import { attributionFigure, paperFigures } from '../src/render/occlusion.js';
@@ -17,7 +17,9 @@ import { readSafetensorsModel } from '../src/model/safetensors.js';
 import { inferShapes } from '../src/model/shapes.js';
 import { createZooModel, initWeights } from '../src/model/zoo.js';
 import type { Layer, Model } from '../src/model/layers.js';
-import { readNpy, tensor, type Tensor } from '../src/tensor.js';
+import { batchItem, readNpy, tensor, type Tensor } from '../src/tensor.js';
+import { batches } from '../src/data/batches.js';
+import { openShapes } from '../src/data/shapes.js';
 import { assertClose, fixture, fixtureNpy, relError, ROOT } from './helpers.js';
 
 // The fixtures' README tolerance, also for incremental vs full: they differ by float rounding, mostly from the
@@ -311,4 +313,34 @@ describe('convscope occlude', { concurrency: true }, () => {
   });
 
   after(() => assert.deepEqual(readdirSync(dir).flatMap((d) => (existsSync(join(dir, d)) ? readdirSync(join(dir, d)) : [])).filter((f) => f.includes('.tmp-')), []));
+});
+
+test('localisation score: hits are minima of p(correct) whose square centre lies in the box; chance counts positions', async () => {
+  const model = createZooModel('zfnet-small', { seed: 1, init: 'kaiming' });
+  const engine = new Engine(model);
+  try {
+    const items: { input: Tensor; label: number; box: [number, number, number, number]; name: string }[] = [];
+    for await (const b of batches(openShapes({ count: 4 }, 'val'), { input: model.input, preprocess: model.preprocess, batchSize: 4 })) {
+      b.indices.forEach((_, j) => items.push({ input: batchItem(b.input, j), label: b.labels[j], box: b.boxes![j]!, name: b.names[j] }));
+    }
+    // A box over the whole image makes every image a hit; an empty one none.
+    const all = await localisationScore(engine, items.map((i) => ({ ...i, box: [0, 0, 64, 64] as [number, number, number, number] })));
+    assert.equal(all.hits, 4);
+    assert.equal(all.chance, 1);
+    const none = await localisationScore(engine, items.map((i) => ({ ...i, box: [0, 0, 0, 0] as [number, number, number, number] })));
+    assert.equal(none.hits, 0);
+    const real = await localisationScore(engine, items);
+    for (const [k, item] of items.entries()) {
+      const m = await occlusionMaps(engine, item.input, { target: item.label, projectAt: [] });
+      const p = m.probability.data;
+      const best = p.indexOf(Math.min(...p));
+      const [r, c] = [Math.floor(best / m.grid.xs.length), best % m.grid.xs.length];
+      assert.deepEqual(real.perImage[k].minimum, [r, c]);
+      const cy = m.grid.ys[r] + m.grid.window[0] / 2;
+      const cx = m.grid.xs[c] + m.grid.window[1] / 2;
+      assert.equal(real.perImage[k].hit, cy >= item.box[0] && cy < item.box[2] && cx >= item.box[1] && cx < item.box[3]);
+    }
+  } finally {
+    await engine.dispose();
+  }
 });

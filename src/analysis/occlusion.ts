@@ -6,6 +6,7 @@
 // positions; dropping would give 22 x 22 = 484 and never occlude the last 6 rows and columns).
 import { IncrementalRunner, channelSum, channelSums, planIncremental, type Box, type LayerBatch } from '../engine/incremental.js';
 import type { Engine } from '../engine/engine.js';
+import type { Box as ObjectBox } from '../data/dataset.js';
 import type { Model, Pair } from '../model/layers.js';
 import { sizeOf, tensor, type Tensor } from '../tensor.js';
 import { maxUnit, projectUnits, ZF_SETTINGS, type Unit } from './project.js';
@@ -373,4 +374,44 @@ async function occludedProjections(engine: Engine, input: Tensor, layer: string,
   const units = Array.from({ length: at.length + 1 }, (_, i) => maxUnit(act, i, feature).unit);
   const projected = await projectUnits(engine, images, layer, units, ZF_SETTINGS);
   return projected.map((p, i) => ({ position: i === 0 ? null : at[i - 1], unit: p.unit, value: p.value, projection: p.projection }));
+}
+
+export interface LocalisationScore {
+  images: number;
+  /** Images whose p(correct) minimum has the occluder's centre inside the object box. */
+  hits: number;
+  score: number;
+  /** Chance level: the mean share of grid positions whose occluder centre lies in the box. */
+  chance: number;
+  perImage: { name: string; hit: boolean; minimum: [number, number]; box: ObjectBox }[];
+}
+
+/**
+ * The "pointing game" on images with known object boxes: does p(correct class) fall lowest when the grey square
+ * covers the object? A hit is a minimum whose square's centre lies inside the box. Positions tie to the first.
+ */
+export async function localisationScore(
+  engine: Engine,
+  items: { input: Tensor; label: number; box: ObjectBox; name: string }[],
+  options: Pick<OcclusionOptions, 'window' | 'stride' | 'fill' | 'batch'> & { onImage?: (done: number, total: number) => void } = {},
+): Promise<LocalisationScore> {
+  const perImage: LocalisationScore['perImage'] = [];
+  let chance = 0;
+  for (const [k, item] of items.entries()) {
+    const maps = await occlusionMaps(engine, item.input, { ...options, target: item.label, mode: 'paper', projectAt: [] });
+    const { ys, xs, window } = maps.grid;
+    const p = maps.probability.data;
+    let best = 0;
+    for (let i = 1; i < p.length; i++) if (p[i] < p[best]) best = i;
+    const centre = (r: number, c: number): [number, number] => [ys[r] + window[0] / 2, xs[c] + window[1] / 2];
+    const inside = ([y, x]: [number, number]) => y >= item.box[0] && y < item.box[2] && x >= item.box[1] && x < item.box[3];
+    const minimum: [number, number] = [Math.floor(best / xs.length), best % xs.length];
+    perImage.push({ name: item.name, hit: inside(centre(...minimum)), minimum, box: item.box });
+    let covered = 0;
+    for (let r = 0; r < ys.length; r++) for (let c = 0; c < xs.length; c++) if (inside(centre(r, c))) covered++;
+    chance += covered / (ys.length * xs.length);
+    options.onImage?.(k + 1, items.length);
+  }
+  const hits = perImage.filter((i) => i.hit).length;
+  return { images: items.length, hits, score: hits / Math.max(items.length, 1), chance: chance / Math.max(items.length, 1), perImage };
 }

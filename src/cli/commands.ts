@@ -13,12 +13,13 @@ import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
 import { buildReport } from '../report/report.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
 import { INPUT_OPTIONS, inputFrom, MODEL_OPTIONS, modelFrom } from './model-options.js';
+import { runLocalisationScore } from './occlusion-score.js';
 import { occlusionMaps, type Fill, type OcclusionOptions } from '../analysis/occlusion.js';
 import { inputToImage } from '../data/image.js';
 import { encodePng } from '../render/figure.js';
 import { attributionFigure, paperFigures } from '../render/occlusion.js';
 import { join } from 'node:path';
-import { evolveCommand, trainCommand } from './training.js';
+import { DATA_OPTIONS, evolveCommand, trainCommand } from './training.js';
 import { ablateCommand, probeCommand } from './probe.js';
 import { topkCommand } from './topk.js';
 import { correspondCommand, invarianceCommand } from './analysis.js';
@@ -154,8 +155,12 @@ export const COMMANDS: Record<string, Command> = {
       full: { value: false, help: 'recompute every occluded image in full (default: incremental, only what the square changes)' },
       batch: { value: true, help: 'occluded images per engine call (default 128 incremental, 32 with --full)' },
       out: { value: true, help: 'output folder for .npy maps, PNG figures and occlusion.json' },
+      ...DATA_OPTIONS,
+      score: { value: false, help: 'with --data: the localisation score (is p(correct) lowest when the square covers the object box?)' },
+      count: { value: true, help: 'with --score: images of the held-out split (default 50)' },
     },
     async run(o) {
+      if (o.flag('score')) return runLocalisationScore(o);
       const dir = o.required('out');
       const model = modelFrom(o);
       const fillArg = o.string('fill', 'mean');

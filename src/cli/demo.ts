@@ -60,6 +60,7 @@ export async function runDemoPipeline(commands: Record<string, Command>, s: Demo
     writeFileAtomic(file, await encodePng(item.image));
     await run('occlude', ['--model', model, '--image', file, '--target', item.label, '--out', join(at('occlusion'), `image-${String(i).padStart(2, '0')}`)]);
   }
+  await run('occlude', ['--model', model, '--data', s.data, '--score', '--count', Math.min(50, s.scan), '--out', at('occlusion')]);
   await run('correspond', ['--model', model, '--data', s.data, '--out', at('correspondence')]);
   const report = buildReport(s.out, `convscope report: ${training ? `${s.model} trained on` : s.model + ','} ${s.data}`);
   log(`\nall steps done in ${formatSeconds((Date.now() - started) / 1000)}; open ${report}`);
