@@ -85,6 +85,10 @@ class Peer:
         self.tensors = {}
         state = {k: torch.from_numpy(np.load(p)) for k, p in msg["weights"].items()}
         self.model = build(msg["arch"], state)
+        # A copy whose parameters take gradients, for the train step.
+        self.trainable = build(msg["arch"], state)
+        for p in self.trainable.parameters():
+            p.requires_grad_(True)
         # The deconvnet copy: same weights, a full backward hook on every ReLU (what Captum registers), cut after
         # the projected layer so that its forward is the forward to that layer.
         deconv = build(msg["arch"], state)
@@ -133,6 +137,16 @@ class Peer:
         self.last_unit = i
         return g
 
+    def train_step(self, msg):
+        # Eval mode (dropout off) like convscope's step without masks: forward, mean cross-entropy, every gradient.
+        x = self.tensors[msg["input"]]
+        labels = self.tensors[msg["labels"]].long()
+        self.trainable.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(self.trainable(x), labels)
+        loss.backward()
+        self.last_loss = float(loss)
+        return dict(self.trainable.named_parameters())["conv1.weight"].grad
+
     def run(self, msg):
         work = getattr(self, msg["work"])
         t0 = time.perf_counter()
@@ -143,6 +157,8 @@ class Peer:
             np.save(msg["out"], out.detach().numpy().astype(np.float32))
         if msg["work"] == "project_max":
             reply["unit"] = self.last_unit
+        if msg["work"] == "train_step":
+            reply["loss"] = self.last_loss
         return reply
 
 

@@ -220,6 +220,8 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], tmp: s
   const m9 = unitMask(info.outShape, units);
   const unitsDesc = `${LAYER} map ${feature}; images ${top9.map((t) => t.i).join(',')} at ${units.map((u) => `(${u.y},${u.x})`).join(' ')}`;
   const gflop = selector.infos.reduce((a, l) => a + l.flops, 0) / 1e9;
+  const classes = selector.infos[selector.infos.length - 1].outShape[0];
+  const labels = Int32Array.from({ length: B }, (_, i) => i % classes);
 
   if (peers.length > 0) {
     const dir = join(tmp, name);
@@ -230,7 +232,7 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], tmp: s
       writeFileSync(weights[key], encodeNpy(t));
     }
     const tensors: Record<string, string> = {};
-    for (const [key, t] of Object.entries({ x32: x, x1, x9, m1, m9 })) {
+    for (const [key, t] of Object.entries({ x32: x, x1, x9, m1, m9, labels: { shape: [B], data: Float32Array.from(labels) } })) {
       tensors[key] = join(dir, `${key}.npy`);
       writeFileSync(tensors[key], encodeNpy(t));
     }
@@ -245,6 +247,7 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], tmp: s
     { key: 'max1', label: '1 projection, max of a map (projectUnit: fwd, then fwd+bwd)', n: 1, ours: () => projectUnit(engine, x1, LAYER, feature, 'max', ZF_SETTINGS), peer: { work: 'project_max', input: 'x1', feature } },
     { key: 'one', label: '1 projection, unit given (projectUnits)', n: 1, ours: () => projectUnits(engine, x1, LAYER, units.slice(0, 1), ZF_SETTINGS), peer: { work: 'project', input: 'x1', mask: 'm1' } },
     { key: 'nine', label: '9 projections in one batch (top-9 of a map)', n: 9, ours: () => projectUnits(engine, x9, LAYER, units, ZF_SETTINGS), peer: { work: 'project', input: 'x9', mask: 'm9' } },
+    { key: 'train', label: `train step (loss + every weight gradient), batch ${B}`, n: B, ours: () => engine.trainStep(x, labels, model.weights), peer: { work: 'train_step', input: 'x32', labels: 'labels' } },
   ];
 
   const timings: Timing[] = [];
@@ -268,6 +271,11 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], tmp: s
       throw new Error(`${peer.label} found another max: ours (${pMax.unit.y},${pMax.unit.x}), theirs flat index ${peerUnit}`);
     }
     checks.push({ peer: peer.label, what: `1 projection (max of ${LAYER} map ${feature})`, err: relError(pMax.projection, readNpy(out)) });
+    const step = await engine.trainStep(x, labels, model.weights);
+    const peerLoss = (await peer.request({ cmd: 'run', ...works[4].peer, out })).loss as number;
+    checks.push({ peer: peer.label, what: `train-step loss, batch ${B}`, err: Math.abs(step.loss - peerLoss) / Math.abs(peerLoss) });
+    const gradKey = 'conv1.weight';
+    checks.push({ peer: peer.label, what: `train-step ${gradKey} gradient`, err: relError({ shape: model.weights.get(gradKey)!.shape, data: step.grads.get(gradKey)! }, readNpy(out)) });
     const p9 = await projectUnits(engine, x9, LAYER, units, ZF_SETTINGS);
     await peer.request({ cmd: 'run', ...works[3].peer, out });
     checks.push({ peer: peer.label, what: '9 projections', err: relError(concatBatch(p9.map((p) => p.projection)), readNpy(out)) });
