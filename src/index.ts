@@ -15,3 +15,17 @@ export { maxUnit, projectClass, projectUnit, projectUnits, unitMask, ZF_SETTINGS
 export { projectionToImage, sideBySide, grid, hstack, vstack, upscale, label, encodePng, writePng } from './render/figure.js';
 export { linePlot, type PlotSpec, type Series } from './render/plot.js';
 export { readNpy, writeNpy, decodeNpy, encodeNpy, type Tensor } from './tensor.js';
+export { openDataset, subset, type Dataset, type Item } from './data/dataset.js';
+export { openFilteredDataset } from './data/filter.js';
+export { batches, computePixelStats, type Batch } from './data/batches.js';
+export { train, evaluateDataset, PAPER_TRAINING, type TrainConfig, type EpochLog } from './train/trainer.js';
+export { scanTopk, featureViews, projectEntries, type TopkResult, type TopkView } from './analysis/topk.js';
+export { featureEvolution, loadSnapshots } from './analysis/evolution.js';
+export { invarianceCurves } from './analysis/invariance.js';
+export { filterImages, filterReport, highFrequencyShare, layerActivity } from './analysis/filters.js';
+export { compareArchitectures } from './analysis/architecture.js';
+export { occlusionMaps, localisationScore } from './analysis/occlusion.js';
+export { correspondence, parseParts } from './analysis/correspondence.js';
+export { runProbe, fitLogisticRegression, extractFeatures } from './analysis/probe.js';
+export { ablateModel, runAblations } from './analysis/ablate.js';
+export { buildReport } from './report/report.js';
