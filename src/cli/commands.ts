@@ -24,6 +24,7 @@ import { ablateCommand, probeCommand } from './probe.js';
 import { topkCommand } from './topk.js';
 import { correspondCommand, invarianceCommand } from './analysis.js';
 import { compareArchCommand, filtersCommand } from './architecture.js';
+import { serveCommand } from './serve.js';
 
 export interface Command {
   summary: string;
@@ -45,6 +46,7 @@ export const COMMANDS: Record<string, Command> = {
   correspond: correspondCommand,
   filters: filtersCommand,
   'compare-arch': compareArchCommand,
+  serve: serveCommand,
   inspect: {
     summary: 'layer table: output shapes, receptive fields, parameters, FLOPs',
     options: { ...MODEL_OPTIONS },

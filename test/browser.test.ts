@@ -1,0 +1,131 @@
+// The viewer in real headless Chromium (Debian's, driven by playwright-core): load the page, pick a feature, see
+// its top 9, upload an image, click a unit on the activation map and check that its projection appears and is not
+// blank; run an occlusion map. A screenshot of the final page is kept for a person to look at.
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { openDataset } from '../src/data/dataset.js';
+import { readSafetensorsModel } from '../src/model/safetensors.js';
+import { startServer, type RunningServer } from '../src/server/server.js';
+import { fixture } from './helpers.js';
+
+const CHROMIUM = process.env.CONVSCOPE_CHROMIUM ?? '/usr/bin/chromium';
+export const SCREENSHOT = join(tmpdir(), 'convscope-viewer.png');
+
+/** Pixel statistics of a loaded <img>, read back through a canvas in the page. */
+async function imageStats(page: Page, selector: string): Promise<{ width: number; height: number; distinct: number; nonGrey: number }> {
+  return page.$eval(selector, (el) => {
+    const img = el as HTMLImageElement;
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const ctx = canvas.getContext('2d')!;
+    ctx.drawImage(img, 0, 0);
+    const { data } = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    const values = new Set<number>();
+    let nonGrey = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      values.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+      // 128 is a projection's zero: a projection of all zeros would be uniformly this grey.
+      if (data[i] !== 128 || data[i + 1] !== 128 || data[i + 2] !== 128) nonGrey++;
+    }
+    return { width: canvas.width, height: canvas.height, distinct: values.size, nonGrey };
+  });
+}
+
+describe('viewer in headless Chromium', { timeout: 120_000 }, () => {
+  let server: RunningServer;
+  let browser: Browser;
+  let page: Page;
+  const problems: string[] = [];
+
+  before(async () => {
+    assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: install Debian's chromium (.ci/run does) or set CONVSCOPE_CHROMIUM`);
+    const model = readSafetensorsModel(fixture('weights.safetensors'));
+    const data = await openDataset('shapes:count=24', { split: 'val' });
+    server = await startServer({ model, data, scanLimit: 24 });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = await browser.newPage({ viewport: { width: 1100, height: 820 } });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(`console error: ${m.text()}`);
+    });
+    // The viewer must work offline: any request that leaves the server is a fault (blob: URLs are the page's own).
+    page.on('request', (r) => {
+      if (/^(https?|wss?):/.test(r.url()) && !r.url().startsWith(server.url)) problems.push(`request off the server: ${r.url()}`);
+    });
+    page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()}`));
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('loads the page, shows a feature\'s top 9, projects a clicked unit, maps occlusion', async () => {
+    try {
+      await viewerSession();
+    } catch (e) {
+      // The page's own account of what went wrong, and a picture of it, make a CI failure readable.
+      await page.screenshot({ path: SCREENSHOT, fullPage: true }).catch(() => undefined);
+      const status = await page.textContent('#status').catch(() => '?');
+      throw new Error(`${(e as Error).message.replace(/\s*\n\s*/g, ' ')}; page status: '${status}'; ${problems.join('; ') || 'no page errors'}; screenshot ${SCREENSHOT}`);
+    }
+  });
+
+  async function viewerSession(): Promise<void> {
+    await page.goto(server.url);
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+    assert.match(await page.textContent('#model-name') ?? '', /3x64x64/);
+
+    // Pick a feature: relu2 feature 5 (an 8x8 map, so a click lands on a known unit).
+    await page.selectOption('#layer', 'relu2');
+    await page.fill('#feature', '5');
+    await page.press('#feature', 'Tab');
+    await page.waitForSelector('#topk-projections[data-loaded="9"]', { timeout: 30_000 });
+    assert.equal(await page.locator('#topk-projections img').count(), 9);
+    assert.equal(await page.locator('#topk-patches img').count(), 9);
+    const best = await imageStats(page, '#topk-projections img:first-child');
+    assert.ok(best.distinct > 1, 'the best top-9 projection is blank');
+
+    // Upload an image through the file input, as a person would.
+    await page.setInputFiles('#upload', fixture('input.png'));
+    await page.waitForFunction(() => {
+      const img = document.getElementById('activation-map') as HTMLImageElement;
+      return img.src.includes('/activation.png?layer=relu2&feature=5') && img.complete && img.naturalWidth === 8;
+    }, undefined, { timeout: 30_000 });
+
+    // Click the unit at row 3, column 6 of the 8x8 map, drawn at 256 px: 32 px a unit.
+    const box = (await page.locator('#activation-map').boundingBox())!;
+    assert.deepEqual([box.width, box.height], [256, 256]);
+    await page.locator('#activation-map').click({ position: { x: 6.5 * 32, y: 3.5 * 32 } });
+    await page.waitForSelector('#projection[data-unit="relu2/5/3/6/deconvnet"]', { timeout: 30_000 });
+    const projection = await imageStats(page, '#projection');
+    assert.deepEqual([projection.width, projection.height], [64, 64]);
+    assert.ok(projection.distinct > 1 && projection.nonGrey > 0, `projection is blank: ${JSON.stringify(projection)}`);
+    assert.match(await page.textContent('#projection-caption') ?? '', /relu2 feature 5 at \(3,6\)/);
+    const marker = await page.$eval('#unit-marker', (el) => [(el as HTMLElement).hidden, (el as HTMLElement).style.top, (el as HTMLElement).style.left]);
+    assert.deepEqual(marker, [false, '96px', '192px'], 'the clicked cell is outlined');
+
+    // Another rule re-projects the same unit.
+    await page.selectOption('#rule', 'guided');
+    await page.waitForSelector('#projection[data-unit="relu2/5/3/6/guided"]', { timeout: 30_000 });
+
+    // Occlusion: the button runs a job; the page polls it and shows the map when done.
+    await page.click('#occlude');
+    await page.waitForSelector('#occlusion-figure:not([hidden])', { timeout: 30_000 });
+    await page.waitForFunction(() => (document.getElementById('occlusion-image') as HTMLImageElement).naturalWidth === 64, undefined, { timeout: 30_000 });
+    assert.equal(await page.$eval('#occlusion-progress', (el) => (el as HTMLProgressElement).value), 1);
+
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    process.stdout.write(`viewer screenshot: ${SCREENSHOT}\n`);
+    assert.deepEqual(problems, []);
+    assert.equal(await page.textContent('#status'), '', 'no error shown in the status line');
+  }
+});

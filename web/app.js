@@ -1,0 +1,253 @@
+// The viewer page: plain browser JavaScript over the JSON/PNG API of `convscope serve`, no build step.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, image: null, clicked: null };
+// Each panel keeps a counter of its requests: an answer that arrives after a newer request was made is dropped,
+// so quick changes of layer or feature never mix two answers in one panel.
+const latest = { topk: 0, activation: 0, projection: 0 };
+
+function status(text) {
+  $('status').textContent = text;
+}
+
+/** JSON from the API; a 4xx/5xx answer becomes an Error carrying the server's one-line message. */
+async function api(path, init) {
+  const res = await fetch(path, init);
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error || `${res.status} ${res.statusText}`);
+  return body;
+}
+
+/** Shows an API image and resolves once it is decoded, so callers (and tests) know it is really there. */
+function showImage(img, src) {
+  return new Promise((resolve, reject) => {
+    img.onload = () => resolve();
+    img.onerror = () => reject(new Error(`cannot load ${src}`));
+    img.src = src;
+  });
+}
+
+function layer() {
+  return $('layer').value;
+}
+
+function feature() {
+  return Number($('feature').value);
+}
+
+function layerInfo(name) {
+  return state.model.layers.find((l) => l.name === name);
+}
+
+function guard(task) {
+  return task().catch((e) => status(e.message));
+}
+
+// ------------------------------------------------------------------ model
+
+async function loadModel() {
+  const m = await api('/api/model');
+  state.model = m;
+  $('model-name').textContent = `${m.name}: input ${m.input.join('x')}${m.data ? `, data ${m.data.name} (${m.data.size} images)` : ''}`;
+  const select = $('layer');
+  // Only layers with feature maps have units to click; the top-9 layers come first when there are some.
+  const maps = m.layers.filter((l) => l.outShape.length === 3);
+  const preferred = m.topk.layers.length > 0 ? m.topk.layers : maps.filter((l) => l.type === 'relu').map((l) => l.name);
+  for (const l of maps) {
+    const opt = document.createElement('option');
+    opt.value = l.name;
+    opt.textContent = `${l.name} (${l.outShape.join('x')}, field ${l.receptiveField.size[0]} px)`;
+    select.append(opt);
+  }
+  if (preferred.length > 0) select.value = preferred[0];
+  $('dataset-controls').hidden = !m.data;
+  if (m.data) $('dataset-index').max = String(m.data.size - 1);
+  $('topk-note').textContent = m.topk.source === 'topk' ? 'top 9 from the --topk folder' :
+    m.topk.source === 'live' ? `top 9 ranked live over the first images of ${m.data.name}` : 'no top 9: start the server with --topk or --data';
+  onLayerChange();
+  document.body.dataset.ready = 'true';
+}
+
+function onLayerChange() {
+  const info = layerInfo(layer());
+  // A unit of another layer's map may not exist in this one.
+  state.clicked = null;
+  $('unit-marker').hidden = true;
+  $('feature').max = String(info.outShape[0] - 1);
+  if (feature() > info.outShape[0] - 1) $('feature').value = '0';
+  $('feature-range').textContent = `0..${info.outShape[0] - 1}`;
+  return refreshAll();
+}
+
+function refreshAll() {
+  return Promise.all([showTopk(), showActivation()]);
+}
+
+// ------------------------------------------------------------------ top 9
+
+async function showTopk() {
+  const turn = ++latest.topk;
+  const projections = $('topk-projections');
+  const patches = $('topk-patches');
+  projections.replaceChildren();
+  patches.replaceChildren();
+  delete projections.dataset.loaded;
+  if (!state.model.topk.layers.includes(layer())) return;
+  status(`ranking ${layer()} feature ${feature()}…`);
+  const t = await api(`/api/topk/${encodeURIComponent(layer())}/${feature()}`);
+  if (turn !== latest.topk) return;
+  const loads = [];
+  for (const e of t.entries) {
+    const base = `/api/topk/${encodeURIComponent(t.layer)}/${t.feature}/${e.rank}`;
+    const p = new Image();
+    p.title = `${e.name} (${e.y},${e.x}) = ${e.value.toPrecision(4)}`;
+    projections.append(p);
+    loads.push(showImage(p, `${base}/projection.png`));
+    if (e.hasPatch) {
+      const q = new Image();
+      q.title = p.title;
+      patches.append(q);
+      loads.push(showImage(q, `${base}/patch.png`));
+    }
+  }
+  if (t.page && t.entries.every((e) => !e.hasPatch)) {
+    const link = document.createElement('a');
+    link.href = `/topk/${t.page}`;
+    link.textContent = 'patches: see the page of the topk figure';
+    patches.append(link);
+  }
+  await Promise.all(loads);
+  if (turn !== latest.topk) return;
+  projections.dataset.loaded = String(t.entries.length);
+  status('');
+}
+
+// ------------------------------------------------------------------ image, activation map, projection
+
+async function setImage(info) {
+  state.image = info;
+  state.clicked = null;
+  $('unit-marker').hidden = true;
+  $('input-caption').textContent = `input: ${info.name}${info.label !== null && state.model.data ? ` (${state.model.data.classes[info.label] ?? info.label})` : ''}`;
+  $('occlude').disabled = false;
+  $('occlusion-figure').hidden = true;
+  await showImage($('input-image'), info.url);
+  await showActivation();
+}
+
+async function showActivation() {
+  if (!state.image) return;
+  const turn = ++latest.activation;
+  const q = `layer=${encodeURIComponent(layer())}&feature=${feature()}`;
+  const [h, w] = layerInfo(layer()).outShape.slice(1);
+  $('activation-caption').textContent = `${layer()} feature ${feature()}: ${h}x${w} map (click a unit)`;
+  $('all-maps').href = `/api/images/${state.image.id}/activation.png?layer=${encodeURIComponent(layer())}`;
+  $('all-maps').hidden = false;
+  await showImage($('activation-map'), `/api/images/${state.image.id}/activation.png?${q}`);
+  if (turn !== latest.activation) return;
+  if (state.clicked) await projectAt(state.clicked.y, state.clicked.x);
+}
+
+/** The map unit under a click: the image is the map scaled up, so divide by the displayed cell size. */
+function unitAt(event) {
+  const img = $('activation-map');
+  const rect = img.getBoundingClientRect();
+  const [h, w] = layerInfo(layer()).outShape.slice(1);
+  const y = Math.min(h - 1, Math.max(0, Math.floor(((event.clientY - rect.top) / rect.height) * h)));
+  const x = Math.min(w - 1, Math.max(0, Math.floor(((event.clientX - rect.left) / rect.width) * w)));
+  return { y, x };
+}
+
+/** Outlines the clicked unit's cell on the map, so the projection beside it has a visible source. */
+function markUnit(y, x) {
+  const [h, w] = layerInfo(layer()).outShape.slice(1);
+  const marker = $('unit-marker');
+  const size = $('activation-map').clientWidth;
+  Object.assign(marker.style, { top: `${(y * size) / h}px`, left: `${(x * size) / w}px`, width: `${size / w}px`, height: `${size / h}px` });
+  marker.hidden = false;
+}
+
+async function projectAt(y, x) {
+  const turn = ++latest.projection;
+  state.clicked = { y, x };
+  markUnit(y, x);
+  const rule = $('rule').value;
+  const url = `/api/images/${state.image.id}/projection.png?layer=${encodeURIComponent(layer())}&feature=${feature()}&y=${y}&x=${x}&rule=${rule}`;
+  status(`projecting ${layer()} feature ${feature()} at (${y},${x})…`);
+  const res = await fetch(url);
+  if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || `projection failed: ${res.status}`);
+  const unit = JSON.parse(res.headers.get('x-convscope-unit') || '{}');
+  const blob = await res.blob();
+  if (turn !== latest.projection) return;
+  const img = $('projection');
+  if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+  await showImage(img, URL.createObjectURL(blob));
+  img.dataset.unit = `${layer()}/${feature()}/${y}/${x}/${rule}`;
+  $('projection-caption').textContent = `${rule} projection of ${layer()} feature ${feature()} at (${y},${x}), activation ${Number(unit.value).toPrecision(4)}`;
+  status('');
+}
+
+async function upload(file) {
+  status(`uploading ${file.name}…`);
+  const info = await api('/api/images', { method: 'POST', body: file, headers: { 'x-filename': file.name.replace(/[^\x20-\x7e]/g, '_') } });
+  status('');
+  await setImage(info);
+}
+
+async function pick() {
+  status('reading the dataset image…');
+  const info = await api(`/api/dataset/${Number($('dataset-index').value)}`, { method: 'POST' });
+  status('');
+  await setImage(info);
+}
+
+// ------------------------------------------------------------------ occlusion
+
+async function occlude() {
+  const button = $('occlude');
+  const bar = $('occlusion-progress');
+  button.disabled = true;
+  bar.hidden = false;
+  bar.value = 0;
+  try {
+    let job = await api(`/api/images/${state.image.id}/occlusion`, { method: 'POST' });
+    while (job.state === 'queued' || job.state === 'running') {
+      status(job.total > 0 ? `occlusion: ${job.done}/${job.total} positions` : 'occlusion: waiting for the engine…');
+      if (job.total > 0) bar.value = job.done / job.total;
+      await new Promise((r) => setTimeout(r, 200));
+      job = await api(`/api/jobs/${job.id}`);
+    }
+    if (job.state === 'error') throw new Error(`occlusion failed: ${job.error}`);
+    bar.value = 1;
+    const r = job.result;
+    $('occlusion-figure').hidden = false;
+    await showImage($('occlusion-image'), `/api/jobs/${job.id}/probability.png`);
+    $('occlusion-caption').textContent = `p(${r.targetName}) with a ${r.window[0]} px grey square centred there (${r.rows}x${r.cols} positions); unoccluded ${r.unoccluded.probability.toPrecision(3)}, lowest ${r.minProbability.toPrecision(3)}`;
+    status('');
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ wiring
+
+$('layer').addEventListener('change', () => guard(onLayerChange));
+$('feature').addEventListener('change', () => guard(refreshAll));
+$('show-topk').addEventListener('click', () => guard(showTopk));
+$('rule').addEventListener('change', () => guard(async () => state.clicked && projectAt(state.clicked.y, state.clicked.x)));
+$('upload').addEventListener('change', (e) => {
+  const file = e.target.files[0];
+  if (file) guard(() => upload(file));
+});
+$('pick').addEventListener('click', () => guard(pick));
+$('occlude').addEventListener('click', () => guard(occlude));
+// mousedown, not click: when a just-edited field loses focus on the same press, its change redraws the map and
+// Chromium can drop the click that follows.
+$('activation-map').addEventListener('mousedown', (e) => {
+  if (!state.image || e.button !== 0) return;
+  const { y, x } = unitAt(e);
+  guard(() => projectAt(y, x));
+});
+
+guard(loadModel);
