@@ -162,8 +162,8 @@ class Peer:
         return reply
 
 
-def main():
-    peer = Peer()
+def serve(peer):
+    """The line protocol bench/peer.ts speaks: one JSON request per line on stdin, one JSON reply per line."""
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -186,6 +186,10 @@ def main():
         sys.stdout.flush()
         if msg.get("cmd") == "quit":
             break
+
+
+def main():
+    serve(Peer())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from peer import build
+from peer import build, serve
 
 
 class OcclusionPeer:
@@ -72,29 +72,7 @@ class OcclusionPeer:
 
 
 def main():
-    peer = OcclusionPeer()
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        msg = {}
-        try:
-            msg = json.loads(line)
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                reply = {"ok": True}
-            elif cmd == "setup":
-                reply = peer.setup(msg)
-            elif cmd == "run":
-                reply = peer.run(msg)
-            else:
-                reply = {"error": f"unknown command {cmd!r}"}
-        except Exception as e:  # report to the caller instead of dying silently
-            reply = {"error": f"{type(e).__name__}: {e}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-        if msg.get("cmd") == "quit":
-            break
+    serve(OcclusionPeer())
 
 
 if __name__ == "__main__":

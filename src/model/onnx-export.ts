@@ -4,6 +4,7 @@
 import { GraphBuilder } from '../onnx/builder.js';
 import { decodeModel, encodeModel, type GraphProto } from '../onnx/proto.js';
 import { activationName, emitForward, type WeightSource } from '../engine/compile.js';
+import { initializerWeights } from '../engine/graphs.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { layerToJson, validateModel, type Layer, type Model } from './layers.js';
 import { inferShapes, type LayerInfo } from './shapes.js';
@@ -22,7 +23,7 @@ export function modelToOnnx(model: Model): Uint8Array {
   const infos = inferShapes(model);
   const b = new GraphBuilder();
   const input = b.input(ONNX_INPUT, ['N', ...model.input]);
-  const weights = initializers(b, model);
+  const weights = initializerWeights(b, model);
   let x = input;
   model.layers.forEach((layer, i) => {
     x = emitLayer(b, model, layer, infos[i], x, weights);
@@ -36,20 +37,6 @@ export function modelToOnnx(model: Model): Uint8Array {
 
 export function writeOnnxModel(path: string, model: Model): void {
   writeFileAtomic(path, modelToOnnx(model));
-}
-
-/** Weights as initializers under their PyTorch names, each added once. */
-function initializers(b: GraphBuilder, model: Model): WeightSource {
-  const added = new Set<string>();
-  return (key) => {
-    if (!added.has(key)) {
-      const t = model.weights.get(key);
-      if (!t) throw new Error(`weight '${key}' is missing`);
-      b.floatTensor(key, t.shape, t.data);
-      added.add(key);
-    }
-    return key;
-  };
 }
 
 /** One layer through the engine's forward emitter; global average pooling gets ONNX's own op, which any runtime knows. */
