@@ -15,6 +15,7 @@ bench/run.ts starts this script once and talks to it over stdin/stdout, one JSON
 
 Every reply is one line of JSON on stdout; anything else goes to stderr.
 """
+import copy
 import json
 import sys
 import time
@@ -139,13 +140,18 @@ class Peer:
 
     def train_step(self, msg):
         # Eval mode (dropout off) like convscope's step without masks: forward, mean cross-entropy, every gradient.
+        # With "float64" (untimed checks only), the same step in double precision: the reference for gradients.
         x = self.tensors[msg["input"]]
         labels = self.tensors[msg["labels"]].long()
-        self.trainable.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(self.trainable(x), labels)
+        model = self.trainable
+        if msg.get("float64"):
+            model = copy.deepcopy(self.trainable).double()
+            x = x.double()
+        model.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), labels)
         loss.backward()
         self.last_loss = float(loss)
-        return dict(self.trainable.named_parameters())["conv1.weight"].grad
+        return dict(model.named_parameters())["conv1.weight"].grad
 
     def run(self, msg):
         work = getattr(self, msg["work"])

@@ -169,6 +169,8 @@ interface Check {
   peer: string;
   what: string;
   err: number;
+  /** Passing bound; TOLERANCE unless the reference itself is known to be less exact (see the gradient check). */
+  tolerance?: number;
 }
 
 async function timeOurs(fn: () => Promise<unknown>): Promise<number> {
@@ -274,8 +276,16 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], tmp: s
     const step = await engine.trainStep(x, labels, model.weights);
     const peerLoss = (await peer.request({ cmd: 'run', ...works[4].peer, out })).loss as number;
     checks.push({ peer: peer.label, what: `train-step loss, batch ${B}`, err: Math.abs(step.loss - peerLoss) / Math.abs(peerLoss) });
+    // A weight gradient sums batch x positions products with heavy cancellation: float32 results differ from the
+    // exact value by more than 1e-4 on ZFNet (PyTorch's own float32 vs float64: 4e-3). So both sides are compared
+    // with PyTorch in float64, and ours passes if it is within 1e-4 or no further off than PyTorch's float32.
     const gradKey = 'conv1.weight';
-    checks.push({ peer: peer.label, what: `train-step ${gradKey} gradient`, err: relError({ shape: model.weights.get(gradKey)!.shape, data: step.grads.get(gradKey)! }, readNpy(out)) });
+    const ours = { shape: model.weights.get(gradKey)!.shape, data: step.grads.get(gradKey)! };
+    const theirs32 = readNpy(out);
+    await peer.request({ cmd: 'run', ...works[4].peer, float64: true, out });
+    const exact = readNpy(out);
+    const theirsErr = relError(theirs32, exact);
+    checks.push({ peer: peer.label, what: `train-step ${gradKey} gradient vs float64 (PyTorch float32: ${theirsErr.toExponential(2)})`, err: relError(ours, exact), tolerance: Math.max(TOLERANCE, theirsErr) });
     const p9 = await projectUnits(engine, x9, LAYER, units, ZF_SETTINGS);
     await peer.request({ cmd: 'run', ...works[3].peer, out });
     checks.push({ peer: peer.label, what: '9 projections', err: relError(concatBatch(p9.map((p) => p.projection)), readNpy(out)) });
@@ -342,7 +352,7 @@ function report(r: ModelReport, args: Args, peers: string[]): string {
   ];
   for (const p of peers) {
     const cs = r.checks.filter((c) => c.peer === p);
-    lines.push(`- agreement with ${p}, max|ours-theirs|/max|theirs| (tolerance ${TOLERANCE}): ${cs.map((c) => `${c.what} ${c.err.toExponential(2)} ${c.err <= TOLERANCE ? 'ok' : 'FAIL'}`).join('; ')}.`);
+    lines.push(`- agreement with ${p}, max|ours-theirs|/max|theirs| (tolerance ${TOLERANCE}): ${cs.map((c) => `${c.what} ${c.err.toExponential(2)} ${c.err <= (c.tolerance ?? TOLERANCE) ? 'ok' : 'FAIL'}`).join('; ')}.`);
   }
   return lines.join('\n');
 }
@@ -418,7 +428,7 @@ async function main(): Promise<void> {
   const loadAfter = loadavg()[0];
   const facts = `${machineFacts(peers, args.threads)}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the run itself adds up to ~2)`;
   console.log(`\nmachine: ${facts}`);
-  const failed = reports.flatMap((r) => r.checks).filter((c) => !(c.err <= TOLERANCE));
+  const failed = reports.flatMap((r) => r.checks).filter((c) => !(c.err <= (c.tolerance ?? TOLERANCE)));
   if (args.record) {
     const path = join(ROOT, 'bench', 'RESULTS.md');
     const head = existsSync(path) ? '' : RESULTS_HEAD;
