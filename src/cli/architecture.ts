@@ -53,7 +53,7 @@ export const compareArchCommand: Command = {
   options: {
     ...DATA_OPTIONS,
     epochs: { value: true, help: 'epochs for each model (default 10)' },
-    'batch-size': { value: true, help: 'mini-batch size (default 64)' },
+    'batch-size': { value: true, help: 'mini-batch size (default 32)' },
     lr: { value: true, help: 'learning rate (default 0.01)' },
     seed: { value: true, help: 'seed of weights, order, dropout, augmentation (default 0)' },
     count: { value: true, help: 'validation images to measure activity on (default all)' },
@@ -69,7 +69,7 @@ export const compareArchCommand: Command = {
     const config = zfnetRun ? readTrainConfig(zfnetRun) : {
       ...PAPER_TRAINING,
       epochs,
-      batchSize: o.int('batch-size', 64, 1),
+      batchSize: o.int('batch-size', 32, 1),
       lr: o.number('lr', PAPER_TRAINING.lr),
       seed: o.int('seed', 0),
       snapshotEpochs: paperSnapshotEpochs(epochs),

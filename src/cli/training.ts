@@ -40,7 +40,7 @@ export const trainCommand: Command = {
     out: { value: true, help: 'run folder: log.jsonl, curves.png, checkpoint, model.safetensors (default convscope-out/train)' },
     snapshots: { value: true, help: 'snapshot folder (default OUT/snapshots)' },
     'snapshot-epochs': { value: true, help: "epochs to snapshot, e.g. 1,2,5 (default: the paper's 1,2,5,10,20,30,40,64 scaled to --epochs)" },
-    'batch-size': { value: true, help: 'mini-batch size (default 64; the paper: 128)' },
+    'batch-size': { value: true, help: 'mini-batch size (default 32: more steps per epoch learn faster on small data; the paper: 128)' },
     lr: { value: true, help: 'learning rate (default 0.01, the paper\'s)' },
     momentum: { value: true, help: 'momentum (default 0.9)' },
     'weight-decay': { value: true, help: 'L2 weight decay on weights, not biases (default 5e-4)' },
@@ -64,7 +64,7 @@ export const trainCommand: Command = {
     const config: TrainConfig = {
       ...PAPER_TRAINING,
       epochs,
-      batchSize: o.int('batch-size', 64, 1),
+      batchSize: o.int('batch-size', 32, 1),
       lr: o.number('lr', PAPER_TRAINING.lr),
       momentum: o.number('momentum', PAPER_TRAINING.momentum),
       weightDecay: o.number('weight-decay', PAPER_TRAINING.weightDecay),
