@@ -25,6 +25,7 @@ import { layerToJson, type Model } from '../src/model/layers.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { batchItem, concatBatch, encodeNpy, readNpy, tensor, type Tensor } from '../src/tensor.js';
 import { PeerProcess } from './peer.js';
+import { intArg } from './args.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const LAYER = 'relu5';
@@ -49,11 +50,7 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { peer: false, peerBlas: undefined, order: 'interleaved', gap: 50, record: false, repeats: 7, warmup: 2, models: ['zfnet', 'zfnet-small'], batch: 32, threads: availableParallelism(), seed: 0 };
-  const int = (name: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < min) throw new Error(`${name} needs an integer >= ${min}, got ${v ?? 'nothing'}`);
-    return n;
-  };
+  const int = intArg;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];

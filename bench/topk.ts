@@ -20,6 +20,7 @@ import { batches } from '../src/data/batches.js';
 import { openDataset, type Dataset, type Item } from '../src/data/dataset.js';
 import { Engine } from '../src/engine/engine.js';
 import { loadModel } from '../src/model/load.js';
+import { intArg } from './args.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -39,11 +40,7 @@ interface Args {
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { model: 'zfnet-small', images: 1000, repeats: 3, batch: 64, perImage: 1, layers: undefined, rssScale: 10, rss: true, record: false, child: undefined };
-  const int = (name: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (v === undefined || !Number.isInteger(n) || n < min) throw new Error(`${name} needs an integer >= ${min}, got ${v ?? 'nothing'}`);
-    return n;
-  };
+  const int = intArg;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => argv[++i];

@@ -5,7 +5,7 @@ import { Engine } from '../src/engine/engine.js';
 import { readSafetensorsModel } from '../src/model/safetensors.js';
 import { maxUnit, projectClass, projectUnit, projectUnits, type Unit } from '../src/analysis/project.js';
 import { concatBatch, tensor, type Tensor } from '../src/tensor.js';
-import { assertClose, fixture, fixtureNpy } from './helpers.js';
+import { assertClose, fixture, fixtureEngine, fixtureNpy } from './helpers.js';
 
 // The fixtures' README: a correct float32 implementation meets max|ours - ref| <= 1e-4 * max|ref|.
 const TOL = 1e-4;
@@ -13,8 +13,7 @@ const TOL = 1e-4;
 let engine: Engine;
 let input: Tensor;
 before(() => {
-  engine = new Engine(readSafetensorsModel(fixture('weights.safetensors')));
-  input = fixtureNpy('input.npy');
+  ({ engine, input } = fixtureEngine());
 });
 after(() => engine.dispose());
 

@@ -3,6 +3,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { maxAbs, readNpy, type Tensor } from '../src/tensor.js';
+import { Engine } from '../src/engine/engine.js';
+import { readSafetensorsModel } from '../src/model/safetensors.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const FIXTURES = join(ROOT, '..', 'shared', 'fixtures', 'small');
@@ -31,4 +33,9 @@ export function assertClose(ours: Tensor, ref: Tensor, tol: number, what: string
   const e = relError(ours, ref);
   assert.ok(e <= tol, `${what}: max|ours-ref|/max|ref| = ${e.toExponential(3)} > ${tol}`);
   return e;
+}
+
+/** An engine on the fixture model (weights.safetensors) and the fixture input, for parity tests. */
+export function fixtureEngine(): { engine: Engine; input: Tensor } {
+  return { engine: new Engine(readSafetensorsModel(fixture('weights.safetensors'))), input: fixtureNpy('input.npy') };
 }

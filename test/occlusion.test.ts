@@ -20,7 +20,7 @@ import type { Layer, Model } from '../src/model/layers.js';
 import { batchItem, readNpy, tensor, type Tensor } from '../src/tensor.js';
 import { batches } from '../src/data/batches.js';
 import { openShapes } from '../src/data/shapes.js';
-import { assertClose, fixture, fixtureNpy, relError, ROOT } from './helpers.js';
+import { assertClose, fixture, fixtureEngine, fixtureNpy, relError, ROOT } from './helpers.js';
 
 // The fixtures' README tolerance, also for incremental vs full: they differ by float rounding, mostly from the
 // incremental path's LRN formulation (about 5e-7 relative per value, ~1e-5 after the layers above it).
@@ -30,8 +30,7 @@ const SAME = TOL;
 let engine: Engine;
 let input: Tensor;
 before(() => {
-  engine = new Engine(readSafetensorsModel(fixture('weights.safetensors')));
-  input = fixtureNpy('input.npy');
+  ({ engine, input } = fixtureEngine());
 });
 after(() => engine.dispose());
 

@@ -77,14 +77,6 @@ export function subset(ds: Dataset, indices: ArrayLike<number>, name = `${ds.nam
   return view;
 }
 
-/** How many items of each class, via `label(i)` (no decoding). */
-export function classCounts(ds: Dataset, indices?: ArrayLike<number>): number[] {
-  const counts = new Array<number>(ds.classes.length).fill(0);
-  const n = indices ? indices.length : ds.size;
-  for (let k = 0; k < n; k++) counts[ds.label(indices ? indices[k] : k)]++;
-  return counts;
-}
-
 // ---------------------------------------------------------------- opening by name
 
 export interface OpenOptions {

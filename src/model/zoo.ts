@@ -125,10 +125,6 @@ const ZOO: Record<string, { describe: string; shape: (classes?: number) => ZfSha
 
 export const ZOO_NAMES = Object.keys(ZOO);
 
-export function zooDescription(name: string): string {
-  return ZOO[name]?.describe ?? '';
-}
-
 export function isZooName(name: string): boolean {
   return name in ZOO;
 }
