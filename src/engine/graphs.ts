@@ -96,7 +96,7 @@ export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Arra
   const weights = inputWeights(b, model);
   const top = logitsLayer(model);
   const classes = infos[top].outShape[0];
-  const trace = emitForward(b, model, infos, input, weights, { upTo: top, switches: true, dropout: 'mask' });
+  const trace = emitForward(b, model, infos, input, weights, { upTo: top, switches: true, dropout: 'mask', gemmSmallConvs: true });
   const logits = trace.values[top + 1];
   const onehot = b.input(LABELS, ['N', classes]);
   const logp = b.op1('LogSoftmax', [logits], { axis: 1 });
