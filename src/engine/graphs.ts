@@ -104,7 +104,7 @@ export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Arra
   b.op1('Neg', [b.op1('ReduceMean', [perItem], { keepdims: 0 })], {}, LOSS);
   const n = b.op1('Cast', [b.op1('Gather', [b.op1('Shape', [logits]), b.int64s([0], [])], { axis: 0 })], { to: 1 });
   const seed = b.op1('Div', [b.op1('Sub', [b.op1('Exp', [logp]), onehot]), n]);
-  const { weightGrads } = emitBackward(b, model, infos, trace, top, seed, weights, { rule: 'gradient', lrn: 'gradient', weightGradients: true });
+  const { weightGrads } = emitBackward(b, model, infos, trace, top, seed, weights, { rule: 'gradient', lrn: 'gradient', weightGradients: true, gemmSmallConvs: true });
   b.op1('Identity', [logits], {}, LOGITS);
   b.output(LOSS, []);
   b.output(LOGITS, ['N', classes]);
