@@ -452,12 +452,18 @@ export function emitBackward(
 }
 
 /**
- * Stride-1 convolutions whose output maps have at most this many positions run as im2col + one GEMM in every
- * direction: onnxruntime's Conv kernels fall far below its GEMM on such small maps (zfnet-small conv3-5, 4x4 maps,
- * batch 32: forward + input gradient + weight gradient 4.3-5.8 ms as Convs, 2.8-3.5 ms as GEMMs).
+ * In the train step, convolutions whose output maps have at most this many positions run as im2col (one Gather) + one
+ * GEMM: onnxruntime's Conv kernels fall far below its GEMM on small maps. zfnet-small, batch 32, conv3-5 (4x4 maps):
+ * forward + input gradient + weight gradient 4.3-5.8 ms as Convs, 2.8-3.5 ms as GEMMs; ZFNet-224 batch 16 with its
+ * 13x13 conv3-5 lowered: 1110 -> 907 ms a step.
  */
-const GEMM_CONV_MAX_POSITIONS = Number(process.env.GEMMMAX ?? 256);
-const GEMM_WEIGHT_GRADIENT_MAX_POSITIONS = Number(process.env.GEMMW ?? 1024);
+const GEMM_CONV_MAX_POSITIONS = 256;
+/**
+ * Weight gradients take the GEMM up to larger maps (the columns are gathered in the backward when the forward ran
+ * a Conv): zfnet-small conv1 (32x32) 4.5 -> 3.5 ms, ZFNet conv2 (26x26) 149 -> 98 ms, at batch 32. Larger maps
+ * (ZFNet conv1, 110x110: 230 MB of columns at batch 32) keep the dilated Conv.
+ */
+const GEMM_WEIGHT_GRADIENT_MAX_POSITIONS = 1024;
 
 interface ConvGeometry {
   kernel: Pair;
