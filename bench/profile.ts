@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
+import { sessionOptions } from '../src/engine/engine.js';
 import { findLayer } from '../src/model/layers.js';
 import { inferShapes } from '../src/model/shapes.js';
 import { createZooModel } from '../src/model/zoo.js';
@@ -77,15 +78,7 @@ if (args.graph === 'train') {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'convscope-profile-'));
-const session = await ort.InferenceSession.create(bytes, {
-  intraOpNumThreads: availableParallelism(),
-  interOpNumThreads: 1,
-  graphOptimizationLevel: 'all',
-  executionMode: 'sequential',
-  enableProfiling: true,
-  profileFilePrefix: join(dir, 'profile'),
-  extra: { session: { intra_op: { allow_spinning: '0' } } },
-});
+const session = await ort.InferenceSession.create(bytes, { ...sessionOptions(availableParallelism()), enableProfiling: true, profileFilePrefix: join(dir, 'profile') });
 const minorFaults = () => Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[7]);
 await session.run(feeds);
 const times: number[] = [];
