@@ -65,6 +65,21 @@ describe('synthetic shapes', () => {
     assert.equal(late.label, fresh.label);
   });
 
+  test('a cached item equals a fresh render, and drawing on a returned item does not reach the cache', async () => {
+    const ds = openShapes({ seed: 3, count: 20 });
+    const first = await ds.item(12);
+    const rendered = renderShape(3, 'train', 12);
+    first.image.data.fill(0);
+    first.box![0] = -1;
+    const cached = await ds.item(12);
+    assert.ok(sameBytes(cached.image.data, rendered.image.data), 'cached pixels');
+    assert.deepEqual(cached.box, rendered.box);
+    assert.equal(cached.label, rendered.label);
+    assert.equal(cached.name, rendered.name);
+    cached.image.data.fill(0);
+    assert.ok(sameBytes((await ds.item(12)).image.data, rendered.image.data), 'a hit returns a copy too');
+  });
+
   test('splits and seeds give different images', async () => {
     const splitsDiffer = (['train', 'val', 'test'] as const).map((s) => renderShape(7, s, 3).image.data);
     assert.ok(!sameBytes(splitsDiffer[0], splitsDiffer[1]) && !sameBytes(splitsDiffer[0], splitsDiffer[2]) && !sameBytes(splitsDiffer[1], splitsDiffer[2]));
