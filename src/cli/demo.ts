@@ -24,7 +24,7 @@ export interface DemoSettings {
   occlusions: number;
 }
 
-export const DEMO_DEFAULTS: DemoSettings = { out: 'convscope-out', data: 'shapes', model: 'zfnet-small', epochs: 10, scan: 1000, occlusions: 3 };
+export const DEMO_DEFAULTS: DemoSettings = { out: 'convscope-out', data: 'shapes', model: 'zfnet-small', epochs: 20, scan: 1000, occlusions: 3 };
 
 /** Small enough for a test: a few hundred images, two epochs. */
 export const DEMO_QUICK: Partial<DemoSettings> = { data: 'shapes:count=192', epochs: 2, scan: 64, occlusions: 1 };
