@@ -44,8 +44,8 @@ export interface ForwardOptions {
   /** Standard ONNX ops where one exists (LRN), for files other runtimes read; otherwise the fastest form here. */
   portable?: boolean;
   /**
-   * Run small-map convolutions as im2col + GEMM (see lowersToGemm). Faster, but GEMM blocking follows the batch size,
-   * so results would differ in the last bits between batch sizes: only the train step, whose batches are fixed, asks.
+   * Run small-map convolutions as im2col + GEMM (see GEMM_CONV_MAX_POSITIONS). Faster, but GEMM blocking follows the
+   * batch size, so results would differ in the last bits between batch sizes: only the train step asks.
    */
   gemmSmallConvs?: boolean;
 }
@@ -502,7 +502,7 @@ function fromChannelMajor(b: GraphBuilder, m: string, shape: number[], output?: 
 }
 
 /**
- * Stride-1 im2col of a channel-major map [C, H, W, N]: rows (c, a, b), columns (y, x, n), as [C*kh*kw, Ho*Wo*N].
+ * im2col of a channel-major map [C, H, W, N]: rows (c, a, b), columns (y, x, n), as [C*kh*kw, Ho*Wo*N].
  * One Gather of whole batch rows over the padded positions: a Slice per tap cost more than the GEMM it feeds.
  */
 function columns(b: GraphBuilder, xt: string, geo: ConvGeometry, flipped = false): string {
