@@ -374,7 +374,7 @@ export function emitBackward(
           gatedByPool = false;
         } else {
           // The gate reads the ReLU's output (y > 0 exactly where x > 0) so that onnxruntime can fuse Conv+Relu,
-          // and multiplies by it as 0/1 floats: Mul runs on both cores where Where runs on one (relu1: 2.2 -> 0.6 ms).
+          // and multiplies by it as 0/1 floats: Where ran on one core (zfnet-small relu1 gate: 2.2 -> 1.4 ms).
           const open = b.op1('Cast', [b.op1('Greater', [y, b.floats([0], [])])], { to: 1 });
           g = b.op1('Mul', [opts.rule === 'guided' ? b.op1('Relu', [g]) : g, open]);
         }
@@ -460,7 +460,8 @@ export function emitBackward(
 const GEMM_CONV_MAX_POSITIONS = 256;
 /**
  * Weight gradients take the GEMM up to larger maps (the columns are gathered in the backward when the forward ran
- * a Conv): zfnet-small conv1 (32x32) 4.5 -> 3.5 ms, ZFNet conv2 (26x26) 149 -> 98 ms, at batch 32. Larger maps
+ * a Conv): zfnet-small conv1 (32x32) 4.5 -> 3.5 ms with the gather, ZFNet conv2 (26x26) 149 ms as a Conv, 98 ms
+ * as the GEMM, at batch 32. Larger maps
  * (ZFNet conv1, 110x110: 230 MB of columns at batch 32) keep the dilated Conv.
  */
 const GEMM_WEIGHT_GRADIENT_MAX_POSITIONS = 1024;
@@ -545,7 +546,7 @@ function gemmInputGradient(b: GraphBuilder, g: string, weight: string, layer: Ex
 /** dW = g [Cout, Ho*Wo*N] x columns^T, reshaped to [Cout, Cin, kh, kw]. */
 function gemmWeightGradient(b: GraphBuilder, layer: Extract<Layer, { type: 'conv2d' }>, cols: string, g: string): string {
   const gm = b.op1('Reshape', [toChannelMajor(b, g), b.int64s([layer.outChannels, -1])]);
-  // dW^T = columns x g^T: onnxruntime's GEMM runs the tall-times-short orientation faster (zfnet-small conv1: 2.3 -> 1.4
+  // dW^T = columns x g^T: onnxruntime's GEMM runs the tall-times-short orientation faster (zfnet-small conv1: 2.8 -> 1.8
   // ms). The transpose back goes through a 3-d view, which keeps onnxruntime from fusing it into the Gemm again.
   const dwt = b.op1('Reshape', [b.op1('Gemm', [cols, gm], { transB: 1 }), b.int64s([layer.inChannels, -1, layer.outChannels])]);
   return b.op1('Reshape', [b.op1('Transpose', [dwt], { perm: [2, 0, 1] }), b.int64s([layer.outChannels, layer.inChannels, ...layer.kernel])]);
