@@ -461,8 +461,7 @@ const GEMM_CONV_MAX_POSITIONS = 256;
 /**
  * Weight gradients take the GEMM up to larger maps (the columns are gathered in the backward when the forward ran
  * a Conv): zfnet-small conv1 (32x32) 4.5 -> 3.5 ms with the gather, ZFNet conv2 (26x26) 149 ms as a Conv, 98 ms
- * as the GEMM, at batch 32. Larger maps
- * (ZFNet conv1, 110x110: 230 MB of columns at batch 32) keep the dilated Conv.
+ * as the GEMM, at batch 32. Larger maps (ZFNet conv1, 110x110: 230 MB of columns at batch 32) keep the dilated Conv.
  */
 const GEMM_WEIGHT_GRADIENT_MAX_POSITIONS = 1024;
 
