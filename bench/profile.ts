@@ -12,7 +12,7 @@ import { sessionOptions } from '../src/engine/engine.js';
 import { findLayer } from '../src/model/layers.js';
 import { inferShapes } from '../src/model/shapes.js';
 import { createZooModel } from '../src/model/zoo.js';
-import { buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, INPUT, LABELS, SEED_BY_ACTIVATION, SEED_MASK } from '../src/engine/graphs.js';
+import { buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, INPUT, LABELS, SEED_AT_MAX, SEED_BY_ACTIVATION, SEED_MASK } from '../src/engine/graphs.js';
 import { intArg } from './args.js';
 
 interface Args {
@@ -75,6 +75,7 @@ if (args.graph === 'train') {
   for (let i = 0; i < n; i++) mask[i * sizeOf(infos[index].outShape)] = 1;
   feeds[SEED_MASK] = new ort.Tensor('float32', mask, shape);
   feeds[SEED_BY_ACTIVATION] = new ort.Tensor('float32', Float32Array.of(1), [1]);
+  feeds[SEED_AT_MAX] = new ort.Tensor('float32', Float32Array.of(0), [1]);
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'convscope-profile-'));

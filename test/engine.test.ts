@@ -65,6 +65,30 @@ describe('deconvnet projections (Zeiler & Fergus)', () => {
     });
   }
 
+  test('projecting a map at its max in one call equals finding the max first, every feature, every rule', async () => {
+    // relu2 on a blank image has all-zero maps: there the first position must win, as maxUnit's tie rule says; seeded
+    // with 1 and the deconvnet rule, the projection shows which position was seeded.
+    const blank = tensor(input.shape);
+    let ties = 0;
+    for (const [layer, image] of [['relu5', input], ['relu2', input], ['relu2', blank]] as const) {
+      const act = (await engine.forward(image, [layer])).activations.get(layer)!;
+      for (let feature = 0; feature < act.shape[1]; feature++) {
+        const rule = image === blank ? 'deconvnet' : (['deconvnet', 'gradient', 'guided'] as const)[feature % 3];
+        const settings = { rule, lrn: 'gradient', seedValue: image === blank ? 'one' : 'activation' } as const;
+        if (maxUnit(act, 0, feature).value === 0) ties++;
+        const expected = maxUnit(act, 0, feature);
+        const [twoStep] = await projectUnits(engine, image, layer, [expected.unit], settings);
+        const oneCall = await projectUnit(engine, image, layer, feature, 'max', settings);
+        assert.deepEqual(oneCall.unit, expected.unit, `${layer} f${feature} unit`);
+        assert.equal(oneCall.value, expected.value, `${layer} f${feature} value`);
+        // A map that is zero everywhere seeds its activation, 0: both projections are then exactly zero.
+        if (twoStep.projection.data.every((v) => v === 0)) assert.ok(oneCall.projection.data.every((v) => v === 0), `${layer} f${feature} zero`);
+        else assertClose(oneCall.projection, twoStep.projection, 1e-6, `${layer} f${feature} projection`);
+      }
+    }
+    assert.ok(ties > 0, 'no all-zero map: the tie rule went untested');
+  });
+
   test('nine units in one batch equal nine single projections', async () => {
     const { activations } = await engine.forward(input, ['conv3']);
     const act = activations.get('conv3')!;

@@ -95,14 +95,19 @@ export async function projectUnit(
   settings: ProjectionSettings,
 ): Promise<Projection> {
   if (input.shape[0] !== 1) throw new Error('projectUnit takes one image; use projectUnits for a batch');
-  let unit: Unit;
-  if (position === 'max') {
-    checkUnit(engine, layer, { feature, y: 0, x: 0 });
-    const act = (await engine.forward(input, [layer])).activations.get(layer)!;
-    unit = maxUnit(act, 0, feature).unit;
-  } else unit = { feature, y: position[0], x: position[1] };
-  const [result] = await projectUnits(engine, input, layer, [unit], settings);
-  return result;
+  if (position !== 'max') {
+    const [result] = await projectUnits(engine, input, layer, [{ feature, y: position[0], x: position[1] }], settings);
+    return result;
+  }
+  // One engine call: the graph seeds the map's first maximum, the same unit maxUnit finds in the returned activation.
+  checkUnit(engine, layer, { feature, y: 0, x: 0 });
+  const shape = engine.info(layer).outShape;
+  const [, h, w] = mapShape(shape);
+  const mask = tensor([1, ...shape]);
+  mask.data.fill(1, feature * h * w, (feature + 1) * h * w);
+  const { projection, activation } = await engine.backward(input, { layer, mask, value: settings.seedValue, at: 'max' }, settings);
+  const { unit, value } = maxUnit(activation, 0, feature);
+  return { projection, unit, value };
 }
 
 /** Gradient / deconvnet / guided map of one class score (the last layer's output, before any softmax), seeded with 1. */

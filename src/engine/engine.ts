@@ -7,7 +7,7 @@ import { sizeOf, type Tensor } from '../tensor.js';
 import { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './compile.js';
 import {
   activationName, buildEvalGraph, buildForwardGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName,
-  INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
+  INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_AT_MAX, SEED_BY_ACTIVATION, SEED_MASK,
 } from './graphs.js';
 
 export interface EngineOptions {
@@ -32,6 +32,8 @@ export interface Seed {
   /** Same shape as the layer's output for the batch: [N, C, H, W] or [N, F]. */
   mask: Tensor;
   value: 'activation' | 'one';
+  /** 'max': of each item's mask (one whole feature map), seed only the first maximum of the activation in it. */
+  at?: 'mask' | 'max';
 }
 
 export interface BackwardSettings {
@@ -173,6 +175,7 @@ export class Engine {
       [INPUT]: new ort.Tensor('float32', input.data, input.shape),
       [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
       [SEED_BY_ACTIVATION]: new ort.Tensor('float32', Float32Array.of(seed.value === 'activation' ? 1 : 0), [1]),
+      [SEED_AT_MAX]: new ort.Tensor('float32', Float32Array.of(seed.at === 'max' ? 1 : 0), [1]),
     });
     const p = out[PROJECTION];
     const a = out[activationName(seed.layer)];
