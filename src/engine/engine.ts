@@ -71,7 +71,7 @@ function poolAffinity(threads: number): { intra_op_thread_affinities?: string } 
 }
 
 /** How convscope runs every onnxruntime session. */
-export function sessionOptions(threads: number): ort.InferenceSession.SessionOptions {
+export function sessionOptions(threads: number, pinned = true): ort.InferenceSession.SessionOptions {
   return {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
@@ -80,7 +80,7 @@ export function sessionOptions(threads: number): ort.InferenceSession.SessionOpt
     logSeverityLevel: 3,
     // An idle session's pool would otherwise spin and take a core from the session that runs next
     // (projectUnit alternates two): 70 -> 43 ms for one ZFNet projection in the bench.
-    extra: { session: { intra_op: { allow_spinning: '0' }, ...poolAffinity(threads) } },
+    extra: { session: { intra_op: { allow_spinning: '0' }, ...(pinned ? poolAffinity(threads) : {}) } },
   };
 }
 
@@ -106,7 +106,9 @@ export class Engine {
   private session(key: string, build: () => Uint8Array): Promise<ort.InferenceSession> {
     let s = this.sessions.get(key);
     if (!s) {
-      s = ort.InferenceSession.create(build(), sessionOptions(this.threads));
+      const bytes = build();
+      // Should onnxruntime refuse the pinning option, run unpinned rather than not at all (a bad graph fails twice).
+      s = ort.InferenceSession.create(bytes, sessionOptions(this.threads)).catch(() => ort.InferenceSession.create(bytes, sessionOptions(this.threads, false)));
       // A failed compile must not poison the cache for the next caller.
       s.catch(() => this.sessions.delete(key));
       this.sessions.set(key, s);
