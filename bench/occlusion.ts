@@ -25,7 +25,8 @@ import { Engine } from '../src/engine/engine.js';
 import { planIncremental } from '../src/engine/incremental.js';
 import { layerToJson } from '../src/model/layers.js';
 import { createZooModel } from '../src/model/zoo.js';
-import { maxAbs, readNpy, type Tensor } from '../src/tensor.js';
+import { median, readNpy, type Tensor } from '../src/tensor.js';
+import { relError } from './common.js';
 import { PeerProcess } from './peer.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -70,18 +71,7 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
-function relError(ours: Tensor, ref: Tensor): number {
-  if (ours.shape.join(',') !== ref.shape.join(',')) throw new Error(`shape [${ours.shape}] vs [${ref.shape}]`);
-  let m = 0;
-  for (let i = 0; i < ref.data.length; i++) m = Math.max(m, Math.abs(ours.data[i] - ref.data[i]));
-  return m / maxAbs(ref.data);
-}
 
 interface Work {
   key: string;

@@ -12,8 +12,9 @@ import { sessionOptions } from '../src/engine/engine.js';
 import { findLayer } from '../src/model/layers.js';
 import { inferShapes } from '../src/model/shapes.js';
 import { createZooModel } from '../src/model/zoo.js';
-import { buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, INPUT, LABELS, SEED_AT_MAX, SEED_BY_ACTIVATION, SEED_MASK } from '../src/engine/graphs.js';
-import { intArg } from './args.js';
+import { buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, INPUT, LABELS, SEED_BY_ACTIVATION, SEED_MASK } from '../src/engine/graphs.js';
+import { median } from '../src/tensor.js';
+import { intArg } from './common.js';
 
 interface Args {
   model: string;
@@ -69,13 +70,12 @@ if (args.graph === 'train') {
   }
 } else {
   const { index } = findLayer(model, args.layer);
-  bytes = buildProjectionGraph(model, infos, index, 'deconvnet', 'gradient');
+  bytes = buildProjectionGraph(model, infos, index, 'deconvnet', 'gradient', false);
   const shape = [n, ...infos[index].outShape];
   const mask = new Float32Array(sizeOf(shape));
   for (let i = 0; i < n; i++) mask[i * sizeOf(infos[index].outShape)] = 1;
   feeds[SEED_MASK] = new ort.Tensor('float32', mask, shape);
   feeds[SEED_BY_ACTIVATION] = new ort.Tensor('float32', Float32Array.of(1), [1]);
-  feeds[SEED_AT_MAX] = new ort.Tensor('float32', Float32Array.of(0), [1]);
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'convscope-profile-'));
@@ -108,9 +108,8 @@ for (const e of events) {
 }
 const byOp = new Map<string, number>();
 for (const node of nodes.values()) byOp.set(node.op, (byOp.get(node.op) ?? 0) + node.ms);
-times.sort((a, b) => a - b);
 const kernelMs = [...nodes.values()].reduce((s, v) => s + v.ms, 0);
-console.log(`${args.model} ${args.graph}${args.graph === 'project' ? ` from ${args.layer}` : ''}, batch ${n}: median ${times[times.length >> 1].toFixed(2)} ms over ${args.runs} runs (min ${times[0].toFixed(2)}); kernels ${kernelMs.toFixed(2)} ms in ${nodes.size} nodes; ${(faults / args.runs).toFixed(0)} minor page faults a run`);
+console.log(`${args.model} ${args.graph}${args.graph === 'project' ? ` from ${args.layer}` : ''}, batch ${n}: median ${median(times).toFixed(2)} ms over ${args.runs} runs (min ${Math.min(...times).toFixed(2)}); kernels ${kernelMs.toFixed(2)} ms in ${nodes.size} nodes; ${(faults / args.runs).toFixed(0)} minor page faults a run`);
 console.log('\nms per run by op type:');
 for (const [op, ms] of [...byOp].sort((a, b) => b[1] - a[1])) if (ms >= 0.01) console.log(`  ${ms.toFixed(2).padStart(8)}  ${op}`);
 if (args.top > 0) {

@@ -23,9 +23,9 @@ import { maxUnit, projectUnit, projectUnits, unitMask, ZF_SETTINGS, type Unit } 
 import { Engine } from '../src/engine/engine.js';
 import { layerToJson, type Model } from '../src/model/layers.js';
 import { createZooModel } from '../src/model/zoo.js';
-import { batchItem, concatBatch, encodeNpy, readNpy, tensor, type Tensor } from '../src/tensor.js';
+import { batchItem, concatBatch, encodeNpy, median, readNpy, tensor, type Tensor } from '../src/tensor.js';
 import { PeerProcess } from './peer.js';
-import { intArg } from './args.js';
+import { intArg, relError } from './common.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const LAYER = 'relu5';
@@ -117,22 +117,7 @@ function makeInputs(model: Model, n: number, seed: number): Tensor {
 
 // ---------------------------------------------------------------- stats and formatting
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
-function relError(ours: Tensor, ref: Tensor): number {
-  if (ours.shape.join(',') !== ref.shape.join(',')) throw new Error(`shape [${ours.shape}] vs peer [${ref.shape}]`);
-  let m = 0;
-  let scale = 0;
-  for (let i = 0; i < ref.data.length; i++) {
-    m = Math.max(m, Math.abs(ours.data[i] - ref.data[i]));
-    scale = Math.max(scale, Math.abs(ref.data[i]));
-  }
-  return scale > 0 ? m / scale : m === 0 ? 0 : Infinity;
-}
 
 const fmtMs = (ms: number | undefined) => (ms === undefined ? '-' : ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
 const fmtRate = (n: number, ms: number | undefined) => (ms === undefined ? '-' : (n / (ms / 1000)).toFixed(n / (ms / 1000) >= 100 ? 0 : 1));

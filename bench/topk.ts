@@ -20,7 +20,8 @@ import { batches } from '../src/data/batches.js';
 import { openDataset, type Dataset, type Item } from '../src/data/dataset.js';
 import { Engine } from '../src/engine/engine.js';
 import { loadModel } from '../src/model/load.js';
-import { intArg } from './args.js';
+import { median } from '../src/tensor.js';
+import { intArg } from './common.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -89,11 +90,6 @@ async function forwardOnly(engine: Engine, ds: Dataset, layers: string[], batchS
   for await (const b of batches(ds, { input: m.input, preprocess: m.preprocess, batchSize })) await engine.forward(b.input, layers);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 async function seconds(f: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();

@@ -6,6 +6,7 @@ import type { Dataset } from '../data/dataset.js';
 import { Engine } from '../engine/engine.js';
 import { layerToJson, type Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
+import { median } from '../tensor.js';
 import { Rng } from '../util/random.js';
 import { projectEntries, resolveTopkLayers, scanTopk, type TopkView } from './topk.js';
 
@@ -120,11 +121,6 @@ export function correlation(a: Float32Array, b: Float32Array): number {
   return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : saa === sbb ? 1 : 0;
 }
 
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 /** The earliest snapshot epoch after which every consecutive step stays at or above the threshold. */
 export function convergedEpoch(epochs: number[], stepScores: number[], threshold = STABLE_CORRELATION): number | null {

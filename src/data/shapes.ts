@@ -337,7 +337,7 @@ const RENDER_CACHE_BYTES = 256 * 2 ** 20;
 export function openShapes(opts: ShapesOptions = {}, split: Split = 'train'): Dataset {
   const o = checkOptions(opts);
   const size = o.count >= 0 ? o.count : DEFAULT_COUNT[split];
-  const rendered = new Map<number, { pixels: Uint8Array; box: Box }>();
+  const rendered = new Map<number, Item>();
   let cachedBytes = 0;
   const ds: Dataset = {
     name: `shapes:size=${o.size},seed=${o.seed},count=${size} (${split})`,
@@ -347,16 +347,17 @@ export function openShapes(opts: ShapesOptions = {}, split: Split = 'train'): Da
     imageSize: [o.size, o.size],
     item: async (i: number): Promise<Item> => {
       checkIndex(ds, i);
-      const label = i % SHAPE_CLASSES.length;
+      // Copies in and out, so that a caller that draws on its item cannot change the cached picture.
+      const copy = (item: Item): Item => ({ ...item, image: { ...item.image, data: item.image.data.slice() }, box: [...item.box!] as Box });
       const hit = rendered.get(i);
-      // A copy, so that a caller that draws on its item cannot change the cached picture.
-      if (hit) return { image: { width: o.size, height: o.size, channels: 3, data: hit.pixels.slice() }, label, name: `${split}/${i}`, box: [...hit.box] as Box };
+      if (hit) return copy(hit);
       const s = renderShape(o.seed, split, i, o);
+      const item: Item = { image: s.image, label: s.label, name: s.name, box: s.box };
       if (cachedBytes + s.image.data.length <= RENDER_CACHE_BYTES) {
-        rendered.set(i, { pixels: s.image.data.slice(), box: [...s.box] as Box });
+        rendered.set(i, copy(item));
         cachedBytes += s.image.data.length;
       }
-      return { image: s.image, label: s.label, name: s.name, box: s.box };
+      return item;
     },
     label: (i) => {
       checkIndex(ds, i);

@@ -1,6 +1,7 @@
 // The layer stack compiled to ONNX: one forward emitter and one backward emitter whose ReLU rule is a parameter.
 // Every graph kind (forward, projection, train step) is assembled from these two functions.
 import type { GraphBuilder } from '../onnx/builder.js';
+import { DataType } from '../onnx/proto.js';
 import type { Layer, Model, Pair } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
 
@@ -235,8 +236,7 @@ export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], i
     switch (layer.type) {
       case 'conv2d': {
         const bias = layer.bias ? weight(`${layer.name}.bias`) : undefined;
-        const geometry = { kernel: layer.kernel, stride: layer.stride, pads: symmetricPads(layer.padding), inShape: info.inShape, outShape: info.outShape };
-        const { cols } = convolve(b, x, weight(`${layer.name}.weight`), bias, geometry, opts.gemmSmallConvs === true, out);
+        const { cols } = convolve(b, x, weight(`${layer.name}.weight`), bias, layerGeometry(layer, info), opts.gemmSmallConvs === true, out);
         if (cols) trace.columns.set(i, cols);
         break;
       }
@@ -345,9 +345,8 @@ export function emitBackward(
       case 'conv2d': {
         const cols = trace.columns.get(i);
         if (opts.weightGradients) {
-          const geometry = { kernel: layer.kernel, stride: layer.stride, pads: symmetricPads(layer.padding), inShape: info.inShape, outShape: info.outShape };
           const byGemm = opts.gemmSmallConvs === true && info.outShape[1] * info.outShape[2] <= GEMM_WEIGHT_GRADIENT_MAX_POSITIONS;
-          const wcols = cols ?? (byGemm ? columns(b, toChannelMajor(b, x), geometry) : undefined);
+          const wcols = cols ?? (byGemm ? columns(b, toChannelMajor(b, x), layerGeometry(layer, info)) : undefined);
           weightGrads.set(`${layer.name}.weight`, wcols ? gemmWeightGradient(b, layer, wcols, g) : convWeightGradient(b, layer, info, x, g));
           if (layer.bias) weightGrads.set(`${layer.name}.bias`, b.op1('ReduceSum', [g, b.int64s([0, 2, 3])], { keepdims: 0 }));
         }
@@ -375,8 +374,7 @@ export function emitBackward(
         } else {
           // The gate reads the ReLU's output (y > 0 exactly where x > 0) so that onnxruntime can fuse Conv+Relu,
           // and multiplies by it as 0/1 floats: Where ran on one core (zfnet-small relu1 gate: 2.2 -> 1.4 ms).
-          const open = b.op1('Cast', [b.op1('Greater', [y, b.floats([0], [])])], { to: 1 });
-          g = b.op1('Mul', [opts.rule === 'guided' ? b.op1('Relu', [g]) : g, open]);
+          g = b.op1('Mul', [opts.rule === 'guided' ? b.op1('Relu', [g]) : g, positiveMask(b, y)]);
         }
         break;
       }
@@ -388,7 +386,7 @@ export function emitBackward(
         if (opts.rule !== 'deconvnet' && i > 0 && model.layers[i - 1].type === 'relu') {
           // A pooled value is the ReLU output at its switch, so the ReLU's gate (output > 0) read at the pooled size
           // is the gate at every position a value goes back to: 4x fewer elements than gating after the scatter.
-          g = b.op1('Mul', [g, b.op1('Cast', [b.op1('Greater', [y, b.floats([0], [])])], { to: 1 })]);
+          g = b.op1('Mul', [g, positiveMask(b, y)]);
           gatedByPool = true;
         }
         const size = b.op1('Reshape', [b.op1('Size', [x]), b.int64s([1])]);
@@ -465,6 +463,11 @@ const GEMM_CONV_MAX_POSITIONS = 256;
  */
 const GEMM_WEIGHT_GRADIENT_MAX_POSITIONS = 1024;
 
+/** 1 where t > 0, else 0, as floats: the gate of a ReLU read from its output. */
+function positiveMask(b: GraphBuilder, t: string): string {
+  return b.op1('Cast', [b.op1('Greater', [t, b.floats([0], [])])], { to: DataType.FLOAT });
+}
+
 interface ConvGeometry {
   kernel: Pair;
   stride: Pair;
@@ -472,6 +475,10 @@ interface ConvGeometry {
   /** [C, H, W] of the input and output. */
   inShape: number[];
   outShape: number[];
+}
+
+function layerGeometry(layer: Extract<Layer, { type: 'conv2d' }>, info: LayerInfo): ConvGeometry {
+  return { kernel: layer.kernel, stride: layer.stride, pads: symmetricPads(layer.padding), inShape: info.inShape, outShape: info.outShape };
 }
 
 /**

@@ -7,7 +7,7 @@ import { sizeOf, type Tensor } from '../tensor.js';
 import { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './compile.js';
 import {
   activationName, buildEvalGraph, buildForwardGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName,
-  INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_AT_MAX, SEED_BY_ACTIVATION, SEED_MASK,
+  INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
 } from './graphs.js';
 
 export interface EngineOptions {
@@ -171,13 +171,13 @@ export class Engine {
     if (seed.mask.shape.join(',') !== outShape.join(',')) {
       throw new Error(`seed mask has shape [${seed.mask.shape}], layer ${seed.layer} outputs [${outShape}]`);
     }
-    const key = `project:${index}:${settings.rule}:${settings.lrn}`;
-    const session = await this.session(key, () => buildProjectionGraph(this.model, this.infos, index, settings.rule, settings.lrn));
+    const atMax = seed.at === 'max';
+    const key = `project:${index}:${settings.rule}:${settings.lrn}:${atMax}`;
+    const session = await this.session(key, () => buildProjectionGraph(this.model, this.infos, index, settings.rule, settings.lrn, atMax));
     const out = await session.run({
       [INPUT]: new ort.Tensor('float32', input.data, input.shape),
       [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
       [SEED_BY_ACTIVATION]: new ort.Tensor('float32', Float32Array.of(seed.value === 'activation' ? 1 : 0), [1]),
-      [SEED_AT_MAX]: new ort.Tensor('float32', Float32Array.of(seed.at === 'max' ? 1 : 0), [1]),
     });
     const p = out[PROJECTION];
     const a = out[activationName(seed.layer)];

@@ -9,7 +9,6 @@ import { activationName, dropoutMaskName, emitBackward, emitForward, layerOfSwit
 export const INPUT = 'input';
 export const SEED_MASK = 'seed_mask';
 export const SEED_BY_ACTIVATION = 'seed_by_activation';
-export const SEED_AT_MAX = 'seed_at_max';
 export const PROJECTION = 'projection';
 export { activationName, dropoutMaskName, layerOfSwitches };
 
@@ -41,30 +40,29 @@ export function buildForwardGraph(model: Model, infos: LayerInfo[], outputs: num
 
 /**
  * Forward to layer `from`, then backward to the pixels from the seed
- *   seed = mask * (at_max * first_max(mask * activation) + (1 - at_max)) * (by_activation * activation + (1 - by_activation)),
- * so a caller seeds with the activation value (Zeiler & Fergus) or with 1 (Captum) without another graph.
+ *   seed = mask * (by_activation * activation + (1 - by_activation)),
+ * so a caller seeds with the activation value (Zeiler & Fergus) or with 1 (Captum) without another graph. With
+ * `atMax`, of each item's masked values (one feature map) only the first maximum in row-major order stays seeded, so
+ * that "the strongest activation of map f" takes one call instead of a forward pass and then a projection.
  */
-export function buildProjectionGraph(model: Model, infos: LayerInfo[], from: number, rule: BackwardRule, lrn: LrnBackward): Uint8Array {
+export function buildProjectionGraph(model: Model, infos: LayerInfo[], from: number, rule: BackwardRule, lrn: LrnBackward, atMax: boolean): Uint8Array {
   const b = new GraphBuilder();
   const input = b.input(INPUT, ['N', ...model.input]);
   const weights = initializerWeights(b, model);
   const trace = emitForward(b, model, infos, input, weights, { upTo: from, switches: true, dropout: 'identity' });
   const act = trace.values[from + 1];
   const shape = infos[from].outShape;
-  const mask = b.input(SEED_MASK, ['N', ...shape]);
+  let mask = b.input(SEED_MASK, ['N', ...shape]);
   const byAct = b.input(SEED_BY_ACTIVATION, [1]);
-  const atMax = b.input(SEED_AT_MAX, [1]);
-  const one = b.floats([1], []);
-  const gain = b.op1('Add', [b.op1('Mul', [act, byAct]), b.op1('Sub', [one, byAct])]);
-  // At max: of each item's masked values (one feature map), only the first maximum in row-major order stays seeded,
-  // so that "the strongest activation of map f" needs one call instead of a forward pass and then a projection.
-  const positions = shape.slice(1).reduce((a, d) => a * d, 1);
-  const masked = b.op1('ReduceSum', [b.op1('Reshape', [b.op1('Mul', [act, mask]), b.int64s([0, shape[0], positions])]), b.int64s([1])], { keepdims: 0 });
-  const first = b.op1('ArgMax', [masked], { axis: 1, keepdims: 1, select_last_index: 0 });
-  const onehot = b.op1('OneHot', [first, b.int64s([positions], []), b.floats([0, 1])], { axis: -1 });
-  const only = b.op1('Reshape', [onehot, b.int64s([0, 1, ...shape.slice(1)])]);
-  const select = b.op1('Add', [b.op1('Mul', [only, atMax]), b.op1('Sub', [one, atMax])]);
-  const seed = b.op1('Mul', [b.op1('Mul', [mask, select]), gain]);
+  const gain = b.op1('Add', [b.op1('Mul', [act, byAct]), b.op1('Sub', [b.floats([1], []), byAct])]);
+  if (atMax) {
+    const positions = shape.slice(1).reduce((a, d) => a * d, 1);
+    const masked = b.op1('ReduceSum', [b.op1('Reshape', [b.op1('Mul', [act, mask]), b.int64s([0, shape[0], positions])]), b.int64s([1])], { keepdims: 0 });
+    const first = b.op1('ArgMax', [masked], { axis: 1, keepdims: 1, select_last_index: 0 });
+    const onehot = b.op1('OneHot', [first, b.int64s([positions], []), b.floats([0, 1])], { axis: -1 });
+    mask = b.op1('Mul', [mask, b.op1('Reshape', [onehot, b.int64s([0, 1, ...shape.slice(1)])])]);
+  }
+  const seed = b.op1('Mul', [mask, gain]);
   const { input: projection } = emitBackward(b, model, infos, trace, from, seed, weights, { rule, lrn, weightGradients: false });
   b.op1('Identity', [projection], {}, PROJECTION);
   b.output(PROJECTION, ['N', ...model.input]);
