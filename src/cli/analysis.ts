@@ -9,10 +9,8 @@ import type { Model } from '../model/layers.js';
 import { encodePng } from '../render/figure.js';
 import type { Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { UsageError, type Options, type OptionSpec } from './args.js';
-import type { Command } from './commands.js';
-import { MODEL_OPTIONS, modelFrom } from './model-options.js';
-import { DATA_OPTIONS, validationSet } from './training.js';
+import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
+import { DATA_OPTIONS, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 
 
 function layersFrom(o: Options, fallback: string[]): string[] {

@@ -3,14 +3,13 @@ import { join } from 'node:path';
 import { compareArchitectures } from '../analysis/architecture.js';
 import { filterImages, filterReport, filterTableMarkdown } from '../analysis/filters.js';
 import { Engine } from '../engine/engine.js';
-import { MODEL_OPTIONS, modelFrom } from './model-options.js';
+import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { architectureFigure, filterGrid } from '../render/architecture.js';
 import { encodePng, label } from '../render/figure.js';
 import { paperSnapshotEpochs } from '../train/optimizer.js';
 import { PAPER_TRAINING, readTrainConfig } from '../train/trainer.js';
 import { writeFileAtomic } from '../util/fs.js';
-import type { Command } from './commands.js';
-import { DATA_OPTIONS, datasetFrom, validationSet } from './training.js';
+import type { Command } from './args.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 

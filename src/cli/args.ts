@@ -99,3 +99,10 @@ export function formatHelp(command: string, summary: string, specs: Record<strin
   const width = Math.max(...rows.map(([a]) => a.length));
   return `convscope ${command}: ${summary}\n\n${rows.map(([a, b]) => `  ${a.padEnd(width)}  ${b}`).join('\n')}\n`;
 }
+
+/** One `convscope` command: its one-line summary, its options (whose help texts state the defaults) and what it runs. */
+export interface Command {
+  summary: string;
+  options: Record<string, OptionSpec>;
+  run(o: Options): Promise<void>;
+}

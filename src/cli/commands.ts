@@ -11,26 +11,20 @@ import { writeFileAtomic } from '../util/fs.js';
 import { projectionFigurePng } from '../render/projection.js';
 import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
 import { buildReport } from '../report/report.js';
-import { UsageError, type Options, type OptionSpec } from './args.js';
-import { INPUT_OPTIONS, inputFrom, MODEL_OPTIONS, modelFrom } from './model-options.js';
+import { UsageError, type Command } from './args.js';
+import { DATA_OPTIONS, INPUT_OPTIONS, inputFrom, MODEL_OPTIONS, modelFrom } from './options.js';
 import { runLocalisationScore } from './occlusion-score.js';
 import { occlusionMaps, type Fill, type OcclusionOptions } from '../analysis/occlusion.js';
 import { inputToImage } from '../data/image.js';
 import { encodePng } from '../render/figure.js';
 import { attributionFigure, paperFigures } from '../render/occlusion.js';
 import { join } from 'node:path';
-import { DATA_OPTIONS, evolveCommand, trainCommand } from './training.js';
+import { evolveCommand, trainCommand } from './training.js';
 import { ablateCommand, probeCommand } from './probe.js';
 import { topkCommand } from './topk.js';
 import { correspondCommand, invarianceCommand } from './analysis.js';
 import { compareArchCommand, filtersCommand } from './architecture.js';
 import { serveCommand } from './serve.js';
-
-export interface Command {
-  summary: string;
-  options: Record<string, OptionSpec>;
-  run(o: Options): Promise<void>;
-}
 
 function refuseOverwriteOfInput(paths: (string | undefined)[], inputs: (string | undefined)[]): void {
   for (const p of paths) if (p && inputs.includes(p)) throw new UsageError(`output ${p} would overwrite an input`);

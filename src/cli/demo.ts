@@ -8,8 +8,7 @@ import { encodePng } from '../render/figure.js';
 import { isZooName } from '../model/zoo.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { formatSeconds } from '../util/progress.js';
-import { parseOptions } from './args.js';
-import type { Command } from './commands.js';
+import { parseOptions, type Command } from './args.js';
 
 export interface DemoSettings {
   out: string;

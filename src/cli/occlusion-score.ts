@@ -6,8 +6,7 @@ import { Engine } from '../engine/engine.js';
 import { batchItem } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { UsageError, type Options } from './args.js';
-import { modelFrom } from './model-options.js';
-import { validationSet } from './training.js';
+import { modelFrom, validationSet } from './options.js';
 
 export async function runLocalisationScore(o: Options): Promise<void> {
   const out = o.required('out');

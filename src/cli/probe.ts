@@ -9,9 +9,8 @@ import { parseSchedule } from '../train/optimizer.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { ablationMarkdown, randomlyInitialised, runAblations } from '../analysis/ablate.js';
 import { probeMarkdown, probePlot, runProbe, type LabelledProbe } from '../analysis/probe.js';
-import { UsageError, type Options, type OptionSpec } from './args.js';
-import type { Command } from './commands.js';
-import { MODEL_OPTIONS, modelFrom } from './model-options.js';
+import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
+import { MODEL_OPTIONS, modelFrom } from './options.js';
 
 const DATA_PATH: Record<string, OptionSpec> = {
   'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },

@@ -2,10 +2,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_UPLOAD_LIMIT, startServer } from '../server/server.js';
-import { UsageError } from './args.js';
-import type { Command } from './commands.js';
-import { MODEL_OPTIONS, modelFrom } from './model-options.js';
-import { DATA_OPTIONS, datasetFrom } from './training.js';
+import { UsageError, type Command } from './args.js';
+import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom } from './options.js';
 
 export const serveCommand: Command = {
   summary: 'live viewer in the browser: top-9 per feature, activation maps of your image, click a unit to project it, occlusion',

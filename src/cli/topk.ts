@@ -5,12 +5,10 @@ import { skippedSummary } from '../data/batches.js';
 import { SPLITS, type Dataset } from '../data/dataset.js';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
-import { MODEL_OPTIONS, modelFrom } from './model-options.js';
+import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { writeTopk } from '../render/topk.js';
 import { Progress } from '../util/progress.js';
-import { UsageError, type Options } from './args.js';
-import type { Command } from './commands.js';
-import { DATA_OPTIONS, datasetFrom, validationSet } from './training.js';
+import { UsageError, type Options, type Command } from './args.js';
 
 /** The paper's Fig. 2 uses the validation set; IDX data has none, so its test set stands in. */
 async function scanSet(o: Options): Promise<Dataset> {

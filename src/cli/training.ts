@@ -1,7 +1,5 @@
 // `convscope train`: parses options and calls the trainer.
 import { join } from 'node:path';
-import type { Split } from '../data/dataset.js';
-import { openFilteredDataset } from '../data/filter.js';
 import { skippedSummary } from '../data/batches.js';
 import { loadModel } from '../model/load.js';
 import { paperSnapshotEpochs, parseSchedule } from '../train/optimizer.js';
@@ -10,26 +8,8 @@ import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
 import { encodePng } from '../render/figure.js';
 import { evolutionFigure } from '../render/evolution.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { UsageError, type Options, type OptionSpec } from './args.js';
-import type { Command } from './commands.js';
-
-export const DATA_OPTIONS: Record<string, OptionSpec> = {
-  data: { value: true, help: "dataset: 'shapes' (built-in, e.g. shapes:count=5000), 'fashion-mnist', a folder of class sub-folders, or IDX files; ':classes=0-5' keeps some classes" },
-  'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
-};
-
-export async function datasetFrom(o: Options, split: Split, key = 'data') {
-  return openFilteredDataset(o.required(key), { split, ...(o.string('data-path') ? { data: o.string('data-path') } : {}) });
-}
-
-/** The held-out split used for validation: `val` where the dataset has one, else `test` (IDX sets have no val). */
-export async function validationSet(o: Options) {
-  try {
-    return await datasetFrom(o, 'val');
-  } catch {
-    return datasetFrom(o, 'test');
-  }
-}
+import { UsageError, type Command, type Options } from './args.js';
+import { DATA_OPTIONS, datasetFrom, validationSet } from './options.js';
 
 export const trainCommand: Command = {
   summary: 'train a model the paper\'s way (SGD, momentum, dropout, filter renormalisation) with snapshots; --resume continues',

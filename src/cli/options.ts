@@ -1,4 +1,6 @@
-// The options every model-reading command shares, and how they become a Model and an input tensor.
+// The options several commands share (model, input, data), and how they become a Model, an input tensor, a Dataset.
+import type { Split } from '../data/dataset.js';
+import { openFilteredDataset } from '../data/filter.js';
 import { loadInput } from '../data/image.js';
 import type { Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
@@ -40,4 +42,22 @@ export async function inputFrom(o: Options, model: Model): Promise<Tensor> {
   const want = [1, ...model.input];
   if (shape.join(',') !== want.join(',')) throw new Error(`${npy} has shape [${t.shape}], model ${model.name} takes [${want}]`);
   return { shape, data: t.data };
+}
+
+export const DATA_OPTIONS: Record<string, OptionSpec> = {
+  data: { value: true, help: "dataset: 'shapes' (built-in, e.g. shapes:count=5000), 'fashion-mnist', a folder of class sub-folders, or IDX files; ':classes=0-5' keeps some classes" },
+  'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
+};
+
+export async function datasetFrom(o: Options, split: Split, key = 'data') {
+  return openFilteredDataset(o.required(key), { split, ...(o.string('data-path') ? { data: o.string('data-path') } : {}) });
+}
+
+/** The held-out split used for validation: `val` where the dataset has one, else `test` (IDX sets have no val). */
+export async function validationSet(o: Options) {
+  try {
+    return await datasetFrom(o, 'val');
+  } catch {
+    return datasetFrom(o, 'test');
+  }
 }
