@@ -8,7 +8,10 @@ import { IncrementalRunner, channelSum, channelSums, planIncremental, type Box, 
 import type { Engine } from '../engine/engine.js';
 import type { Box as ObjectBox } from '../data/dataset.js';
 import type { Model, Pair } from '../model/layers.js';
-import { sizeOf, tensor, type Tensor } from '../tensor.js';
+import { batchItem, sizeOf, tensor, type Tensor } from '../tensor.js';
+import { batches } from '../data/batches.js';
+import type { Dataset } from '../data/dataset.js';
+import type { OnProgress } from '../util/progress.js';
 import { maxUnit, projectUnits, ZF_SETTINGS, type Unit } from './project.js';
 
 /** The occluder's colour: the dataset mean (0 after mean subtraction), black (pixel 0), or a grey level 0..255. */
@@ -50,7 +53,7 @@ export interface OcclusionOptions {
    * square hides the feature), where (d) is lowest (it hides the class) and where (b) is highest.
    */
   projectAt?: Pair[];
-  onProgress?: (done: number, total: number) => void;
+  onProgress?: OnProgress;
 }
 
 interface OcclusionCommon {
@@ -94,6 +97,8 @@ export interface AttributionMap extends OcclusionCommon {
   /** output_t(original) - output_t(occluded) per grid position, [rows, cols]. */
   delta: Tensor;
 }
+
+export type OcclusionResult = PaperMaps | AttributionMap;
 
 // Measured on zfnet-224 (bench/occlusion.ts): incremental time fell from batch 32 to 128 and flattened after; full
 // recomputation holds ~13 MB of activations per image, so its batch stays small.
@@ -393,7 +398,7 @@ export interface LocalisationScore {
 export async function localisationScore(
   engine: Engine,
   items: { input: Tensor; label: number; box: ObjectBox; name: string }[],
-  options: Pick<OcclusionOptions, 'window' | 'stride' | 'fill' | 'batch'> & { onImage?: (done: number, total: number) => void } = {},
+  options: Pick<OcclusionOptions, 'window' | 'stride' | 'fill' | 'batch'> & { onProgress?: OnProgress } = {},
 ): Promise<LocalisationScore> {
   const perImage: LocalisationScore['perImage'] = [];
   let chance = 0;
@@ -410,8 +415,19 @@ export async function localisationScore(
     let covered = 0;
     for (let r = 0; r < ys.length; r++) for (let c = 0; c < xs.length; c++) if (inside(centre(r, c))) covered++;
     chance += covered / (ys.length * xs.length);
-    options.onImage?.(k + 1, items.length);
+    options.onProgress?.(k + 1, items.length);
   }
   const hits = perImage.filter((i) => i.hit).length;
   return { images: items.length, hits, score: hits / Math.max(items.length, 1), chance: chance / Math.max(items.length, 1), perImage };
+}
+
+/** The first `count` images of a dataset that records object boxes, preprocessed for the model: the score's inputs. */
+export async function localisationItems(ds: Dataset, model: Pick<Model, 'input' | 'preprocess'>, count: number): Promise<Parameters<typeof localisationScore>[1]> {
+  const items: Parameters<typeof localisationScore>[1] = [];
+  const indices = Array.from({ length: Math.min(count, ds.size) }, (_, i) => i);
+  for await (const b of batches(ds, { input: model.input, preprocess: model.preprocess, batchSize: 16, indices })) {
+    if (!b.boxes) throw new Error(`${ds.name} has no object boxes: the localisation score needs a dataset that records them, such as shapes`);
+    b.indices.forEach((_, j) => items.push({ input: batchItem(b.input, j), label: b.labels[j], box: b.boxes![j]!, name: b.names[j] }));
+  }
+  return items;
 }

@@ -15,10 +15,9 @@ import { UsageError, type Command } from './args.js';
 import { DATA_OPTIONS, INPUT_OPTIONS, inputFrom, MODEL_OPTIONS, modelFrom } from './options.js';
 import { runLocalisationScore } from './occlusion-score.js';
 import { occlusionMaps, type Fill, type OcclusionOptions } from '../analysis/occlusion.js';
-import { inputToImage } from '../data/image.js';
-import { encodePng } from '../render/figure.js';
-import { attributionFigure, paperFigures } from '../render/occlusion.js';
-import { join } from 'node:path';
+import { writeOutputs } from '../report/files.js';
+import { occlusionFiles } from '../report/occlusion.js';
+import { Progress } from './progress.js';
 import { evolveCommand, trainCommand } from './training.js';
 import { ablateCommand, probeCommand } from './probe.js';
 import { topkCommand } from './topk.js';
@@ -167,7 +166,7 @@ export const COMMANDS: Record<string, Command> = {
       const fill: Fill = fillArg === 'mean' || fillArg === 'zero' ? fillArg : grey;
       const mode = o.choice('mode', ['paper', 'attribution'] as const, 'paper');
       const started = performance.now();
-      let reported = started;
+      const bar = new Progress('occlude', 0, 'positions');
       const options: OcclusionOptions = {
         fill,
         target: o.has('target') ? o.int('target', 0, 0) : undefined,
@@ -176,51 +175,18 @@ export const COMMANDS: Record<string, Command> = {
         layer: o.string('layer', 'relu5'),
         incremental: !o.flag('full'),
         batch: o.has('batch') ? o.int('batch', 0, 1) : undefined,
-        onProgress: (done, total) => {
-          const now = performance.now();
-          if (now - reported < 1000 && !(done === total && reported > started)) return;
-          reported = now;
-          process.stderr.write(`occlude: ${done}/${total} positions, ${((now - started) / 1000).toFixed(1)} s\n`);
-        },
+        onProgress: bar.report,
       };
       const input = await inputFrom(o, model);
       const engine = new Engine(model);
-      const name = (c: number) => model.classes?.[c] ?? `class ${c}`;
-      const image = inputToImage(input, model.preprocess);
-      // Everything is computed and encoded in memory first, so that a failure leaves no partial output.
-      const files = new Map<string, Uint8Array | string>();
       try {
         const r = await occlusionMaps(engine, input, { ...options, mode });
         const seconds = (performance.now() - started) / 1000;
+        const { files, summary } = await occlusionFiles(model, input, r, seconds);
+        writeOutputs(dir, files);
         const g = r.grid;
         const saving = r.flops.incremental ? `incremental, ${(r.flops.full / r.flops.incremental).toFixed(2)}x fewer FLOPs than full` : 'full recomputation';
-        // One key per line, arrays of numbers kept on theirs.
-        const compactJson = (v: object) => `${JSON.stringify(v, null, 1).replace(/\[[-\d.,\s]*\]/g, (a) => a.replace(/\s+/g, ''))}\n`;
-        const summary = {
-          model: model.name, mode: r.mode, window: g.window, stride: g.stride, fill: r.fill, rows: g.ys.length, cols: g.xs.length, ys: g.ys, xs: g.xs,
-          target: r.target, predicted: r.predicted, flops: r.flops, seconds,
-        };
-        let line: string;
-        if (r.mode === 'paper') {
-          for (const [stem, t] of [['activation', r.activation], ['probability', r.probability], ['top_class', r.topClass]] as const) files.set(`${stem}.npy`, encodeNpy(t));
-          const [c, h, w] = model.input;
-          const all = new Float32Array(r.projections.length * c * h * w);
-          r.projections.forEach((p, i) => all.set(p.projection.data, i * c * h * w));
-          files.set('projections.npy', encodeNpy({ shape: [r.projections.length, c, h, w], data: all }));
-          for (const [stem, img] of await paperFigures(image, r, model.name, name)) files.set(`${stem}.png`, await encodePng(img));
-          const projections = r.projections.map((p) => ({ position: p.position, unit: p.unit, value: p.value }));
-          files.set('occlusion.json', compactJson({ ...summary, layer: r.layer, feature: r.feature, unoccluded: r.unoccluded, projections }));
-          const lowest = r.probability.data.reduce((best, v, i, a) => (v < a[best] ? i : best), 0);
-          line = `target ${name(r.target)}: p ${r.unoccluded.probability.toPrecision(4)} unoccluded, lowest ${r.probability.data[lowest].toPrecision(4)} at (${Math.floor(lowest / g.xs.length)},${lowest % g.xs.length}); ${r.layer} map ${r.feature} total ${r.unoccluded.activation.toPrecision(5)} unoccluded`;
-        } else {
-          files.set('attribution.npy', encodeNpy(r.attribution));
-          files.set('delta.npy', encodeNpy(r.delta));
-          files.set('attribution.png', await encodePng(await attributionFigure(image, r, model.name, name)));
-          files.set('occlusion.json', compactJson(summary));
-          line = `target ${name(r.target)}: Captum-style occlusion attribution, [${r.attribution.shape}]`;
-        }
-        for (const [file, data] of files) writeFileAtomic(join(dir, file), data);
-        process.stdout.write(`${line}\n${g.ys.length}x${g.xs.length} positions in ${seconds.toFixed(2)} s (${saving}); wrote ${files.size} files to ${dir}/\n`);
+        process.stdout.write(`${summary}\n${g.ys.length}x${g.xs.length} positions in ${seconds.toFixed(2)} s (${saving}); wrote ${files.size} files to ${dir}/\n`);
       } finally {
         await engine.dispose();
       }

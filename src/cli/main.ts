@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { formatHelp, parseOptions, UsageError, type OptionSpec } from './args.js';
 import { COMMANDS } from './commands.js';
+import { errorLine } from '../util/errors.js';
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
@@ -31,9 +32,7 @@ export async function main(argv: string[]): Promise<number> {
     await command.run(parseOptions(name, rest, command.options));
     return 0;
   } catch (e) {
-    // One line that names the problem: ORT and sharp errors can span lines, the first says what went wrong.
-    const message = (e instanceof Error ? e.message : String(e)).split('\n')[0];
-    process.stderr.write(`convscope: ${message}\n`);
+    process.stderr.write(`convscope: ${errorLine(e)}\n`);
     return 2;
   }
 }

@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
+import { errorLine } from '../util/errors.js';
 import type { Model, Preprocess } from '../model/layers.js';
 import { tensor, type Tensor } from '../tensor.js';
 
@@ -37,14 +38,10 @@ function readFailure(path: string, e: unknown): Error {
     code === 'ENOENT' ? 'no such file' :
     code === 'EISDIR' ? 'is a directory' :
     code === 'EACCES' ? 'permission denied' :
-    oneLine((e as Error).message);
+    errorLine(e);
   return new Error(`cannot read ${path}: ${reason}`);
 }
 
-/** libvips messages can span lines; dataset summaries list one failure per line. */
-function oneLine(s: string): string {
-  return s.replace(/\s*\n\s*/g, '; ').replace(/;\s*$/, '').trim();
-}
 
 /**
  * Decodes JPEG, PNG, WebP (and whatever else the bundled libvips reads) to 8-bit grey or RGB.
@@ -75,7 +72,7 @@ export async function decodeImageBuffer(buf: Uint8Array, what = 'image data'): P
     if (info.channels !== 1 && info.channels !== 3) throw new Error(`decoder gave ${info.channels} channels`);
     return { width: info.width, height: info.height, channels: info.channels, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
   } catch (e) {
-    throw new Error(`cannot decode image ${what}: ${oneLine((e as Error).message)}`);
+    throw new Error(`cannot decode image ${what}: ${errorLine(e)}`);
   }
 }
 

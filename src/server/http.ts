@@ -1,5 +1,6 @@
 // Small helpers over node:http: typed errors that become one-line JSON 4xx answers, bounded body reading.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { errorLine } from '../util/errors.js';
 
 /** An error that is the client's fault: answered with its status and a one-line message, never fatal. */
 export class HttpError extends Error {
@@ -9,11 +10,6 @@ export class HttpError extends Error {
   ) {
     super(message);
   }
-}
-
-/** First line only: ORT and libvips messages can span lines, and clients show one. */
-export function oneLine(message: string): string {
-  return message.split('\n')[0].trim();
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -27,7 +23,7 @@ export function sendError(res: ServerResponse, status: number, message: string):
     res.destroy();
     return;
   }
-  sendJson(res, status, { error: oneLine(message) });
+  sendJson(res, status, { error: errorLine(message) });
 }
 
 export function sendBytes(res: ServerResponse, type: string, data: Uint8Array, headers: Record<string, string> = {}): void {
