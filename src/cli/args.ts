@@ -1,4 +1,4 @@
-/** A usage error: the CLI prints it on one line and exits with code 2. */
+/** The command line itself is wrong (an unknown or missing option, a malformed value): exit 2 with a pointer to --help. */
 export class UsageError extends Error {}
 
 export interface OptionSpec {
@@ -82,7 +82,7 @@ export function parseOptions(command: string, argv: string[], specs: Record<stri
       name = name.slice(0, eq);
     }
     const spec = specs[name];
-    if (!spec) throw new UsageError(`${command}: unknown option --${name} (see convscope ${command} --help)`);
+    if (!spec) throw new UsageError(`${command}: unknown option --${name}`);
     if (!spec.value) {
       values.set(name, true);
       continue;

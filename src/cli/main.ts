@@ -32,7 +32,9 @@ export async function main(argv: string[]): Promise<number> {
     await command.run(parseOptions(name, rest, command.options));
     return 0;
   } catch (e) {
-    process.stderr.write(`convscope: ${errorLine(e)}\n`);
+    // A usage error is the caller's to fix from the help text: point at it. Bad data or a failed run needs no hint.
+    const hint = e instanceof UsageError ? ` (see convscope ${command ? `${name} ` : ''}--help)` : '';
+    process.stderr.write(`convscope: ${errorLine(e)}${hint}\n`);
     return 2;
   }
 }
