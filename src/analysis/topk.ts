@@ -8,17 +8,13 @@
 // With perImage = p, an image contributes at most its p best positions (same rule) to each feature map.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import ort from 'onnxruntime-node';
 import { batches } from '../data/batches.js';
 import type { Dataset, Skipped } from '../data/dataset.js';
 import { inputToImage, type RgbImage } from '../data/image.js';
-import { emitForward } from '../engine/compile.js';
-import type { Engine } from '../engine/engine.js';
-import { initializerWeights, INPUT } from '../engine/graphs.js';
+import type { Engine, TopkCandidates } from '../engine/engine.js';
+import { mapShape } from '../engine/topk-graph.js';
 import { findLayer, layerToJson, type Model } from '../model/layers.js';
-import { unitField, type LayerInfo } from '../model/shapes.js';
-import { GraphBuilder } from '../onnx/builder.js';
-import { DataType } from '../onnx/proto.js';
+import { unitField } from '../model/shapes.js';
 import { batchItem, concatBatch, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { projectUnits, ZF_SETTINGS, type ProjectionSettings, type Unit } from './project.js';
@@ -78,8 +74,6 @@ export interface TopkOptions {
 }
 
 // ---------------------------------------------------------------- layers
-
-const shape3 = (s: number[]): [number, number, number] => (s.length === 3 ? [s[0], s[1], s[2]] : [s[0], 1, 1]);
 
 /** The rectified feature maps: every ReLU whose output is a [C, H, W] map; the conv layers if there is none. */
 export function defaultTopkLayers(engine: Engine): string[] {
@@ -190,34 +184,10 @@ export class FeatureHeaps {
   }
 }
 
-// ---------------------------------------------------------------- the scan graph
-
-const topkValues = (layer: string) => `${layer}__topk_values`;
-const topkIndices = (layer: string) => `${layer}__topk_indices`;
-
-/**
- * Forward to the deepest requested layer and, per layer, each image's `per` best positions of every map: ONNX TopK
- * along the flattened map, which breaks ties towards the lower index (row-major position), as the ranking does.
- * onnxruntime-node runs a session on the JS thread, so a scan in JS could not overlap the forward pass; reducing in
- * the graph also saves copying whole maps out (relu1 of zfnet-small is 128 KB per image, its top-1 is 128 bytes).
- */
-function buildTopkGraph(model: Model, infos: LayerInfo[], layers: number[], per: number[]): Uint8Array {
-  const b = new GraphBuilder();
-  const input = b.input(INPUT, ['N', ...model.input]);
-  const trace = emitForward(b, model, infos, input, initializerWeights(b, model), { upTo: Math.max(...layers), switches: false, dropout: 'identity' });
-  layers.forEach((i, j) => {
-    const [c, h, w] = shape3(infos[i].outShape);
-    const name = model.layers[i].name;
-    const flat = b.op1('Reshape', [trace.values[i + 1], b.int64s([-1, c, h * w])]);
-    b.op('TopK', [flat, b.int64s([per[j]])], { axis: 2, largest: 1, sorted: 1 }, [topkValues(name), topkIndices(name)]);
-    b.output(topkValues(name), ['N', c, per[j]]);
-    b.output(topkIndices(name), ['N', c, per[j]], DataType.INT64);
-  });
-  return b.encode('convscope_topk');
-}
+// ---------------------------------------------------------------- candidates
 
 /** One batch's per-image candidates ([N, C, per], best first per map) offered to a layer's heaps. */
-function offerCandidates(values: Float32Array, positions: BigInt64Array, images: number[], [C, , W]: [number, number, number], per: number, heaps: FeatureHeaps): void {
+function offerCandidates({ values, positions, shape: [, C, per] }: TopkCandidates, images: number[], W: number, heaps: FeatureHeaps): void {
   for (let n = 0; n < images.length; n++) {
     for (let f = 0; f < C; f++) {
       const floor = heaps.floor(f);
@@ -305,7 +275,7 @@ export async function scanTopk(engine: Engine, ds: Dataset, options: TopkOptions
   const every = options.checkpointEvery ?? 20;
   for (const [name, v] of [['k', k], ['perImage', perImage], ['batchSize', batchSize], ['checkpointEvery', every]] as const) checkCount(name, v);
   const layers = resolveTopkLayers(engine, options.layers);
-  const shapes = layers.map((l) => shape3(engine.info(l).outShape));
+  const shapes = layers.map((l) => mapShape(engine.info(l).outShape));
   const heaps = shapes.map(([c]) => new FeatureHeaps(c, k));
   const model = engine.model;
   const print = options.checkpoint ? fingerprint(model, ds, layers, k, perImage, batchSize, options.indices) : {};
@@ -326,18 +296,12 @@ export async function scanTopk(engine: Engine, ds: Dataset, options: TopkOptions
     layers: Object.fromEntries(layers.map((l, i) => [l, Array.from({ length: shapes[i][0] }, (_, f) => heaps[i].sorted(f).map((e) => [e.value, e.image, e.y, e.x] as [number, number, number, number]))])),
   });
 
-  const layerIndices = layers.map((l) => findLayer(model, l).index);
-  const per = shapes.map(([, h, w]) => Math.min(perImage, h * w));
-  const key = `topk:${layerIndices.join(',')}:${per.join(',')}`;
-  const build = () => buildTopkGraph(model, engine.infos, layerIndices, per);
   const stream = batches(ds, { input: model.input, preprocess: model.preprocess, batchSize, indices: options.indices, startBatch });
   let sinceCheckpoint = 0;
   let reported = 0;
   for await (const batch of stream) {
-    const outs = await engine.runGraph(key, build, { [INPUT]: new ort.Tensor('float32', batch.input.data, batch.input.shape) });
-    layers.forEach((l, i) => {
-      offerCandidates(outs[topkValues(l)].data as Float32Array, outs[topkIndices(l)].data as BigInt64Array, batch.indices, shapes[i], per[i], heaps[i]);
-    });
+    const candidates = await engine.topkScan(batch.input, layers, perImage);
+    layers.forEach((l, i) => offerCandidates(candidates.get(l)!, batch.indices, shapes[i][2], heaps[i]));
     images += batch.indices.length;
     reported = Math.min(total, (batch.batch + 1) * batchSize);
     options.onProgress?.(reported, total);

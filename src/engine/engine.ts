@@ -9,6 +9,7 @@ import {
   activationName, buildEvalGraph, buildForwardGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName,
   INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
 } from './graphs.js';
+import { buildTopkGraph, mapShape, topkPositionsName, topkValuesName } from './topk-graph.js';
 
 export interface EngineOptions {
   /** Threads for one ORT session; default: the cores available. */
@@ -39,6 +40,16 @@ export interface Seed {
 export interface BackwardSettings {
   rule: BackwardRule;
   lrn: LrnBackward;
+}
+
+/** One layer's best positions of every feature map, per image of a batch. */
+export interface TopkCandidates {
+  /** [N, C, per]: per = min(perImage, H x W); a vector layer's F units are F maps of one position. */
+  shape: [number, number, number];
+  /** Best first per map; equal values in row-major order. */
+  values: Float32Array;
+  /** Row-major position in the map (y x W + x) of each value. */
+  positions: BigInt64Array;
 }
 
 export interface TrainStepResult {
@@ -84,11 +95,17 @@ export function sessionOptions(threads: number, pinned = true): ort.InferenceSes
   };
 }
 
+let sessionOf: (engine: Engine, key: string, build: () => Uint8Array) => Promise<ort.InferenceSession>;
+
 /** Runs a model's compiled graphs in onnxruntime, one cached session per graph kind and configuration. */
 export class Engine {
   readonly infos: LayerInfo[];
   private sessions = new Map<string, Promise<ort.InferenceSession>>();
   private readonly threads: number;
+
+  static {
+    sessionOf = (engine, key, build) => engine.session(key, build);
+  }
 
   constructor(
     readonly model: Model,
@@ -114,15 +131,6 @@ export class Engine {
       this.sessions.set(key, s);
     }
     return s;
-  }
-
-  /**
-   * Runs a graph kind that an analysis compiles itself (from emitForward / emitBackward), cached under `key` like the
-   * built-in kinds. `key` must name everything the graph bakes in; inputs that change per call are feeds.
-   */
-  async runGraph(key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
-    const session = await this.session(`custom:${key}`, build);
-    return session.run(feeds);
   }
 
   private checkInput(input: Tensor): number {
@@ -156,6 +164,31 @@ export class Engine {
       }
     }
     return { activations, switches };
+  }
+
+  /**
+   * Per requested layer, each image's `perImage` best positions of every feature map (fewer where a map has fewer),
+   * from one forward pass to the deepest of the layers.
+   */
+  async topkScan(input: Tensor, layers: string[], perImage: number): Promise<Map<string, TopkCandidates>> {
+    this.checkInput(input);
+    if (!(Number.isInteger(perImage) && perImage >= 1)) throw new Error(`perImage must be an integer >= 1, got ${perImage}`);
+    const indices = [...new Set(layers.map((l) => findLayer(this.model, l).index))].sort((a, b) => a - b);
+    if (indices.length === 0) throw new Error('topkScan needs at least one layer');
+    const shapes = indices.map((i) => mapShape(this.infos[i].outShape));
+    const per = shapes.map(([, h, w]) => Math.min(perImage, h * w));
+    const session = await this.session(`topk:${indices.join(',')}:${per.join(',')}`, () => buildTopkGraph(this.model, this.infos, indices, per));
+    const out = await session.run({ [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const result = new Map<string, TopkCandidates>();
+    indices.forEach((i, j) => {
+      const name = this.model.layers[i].name;
+      result.set(name, {
+        shape: [input.shape[0], shapes[j][0], per[j]],
+        values: out[topkValuesName(name)].data as Float32Array,
+        positions: out[topkPositionsName(name)].data as BigInt64Array,
+      });
+    });
+    return result;
   }
 
   /**
@@ -249,4 +282,14 @@ export class Engine {
       }
     }
   }
+}
+
+/**
+ * Runs a graph that another module of src/engine compiles (incremental occlusion) in `engine`'s session cache, under
+ * `key`, which must name everything the graph bakes in. Above the engine, graphs run only through Engine's typed
+ * methods, which take and return plain tensors.
+ */
+export async function runEngineGraph(engine: Engine, key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  const session = await sessionOf(engine, `custom:${key}`, build);
+  return session.run(feeds);
 }

@@ -9,7 +9,7 @@ import type { Layer, Model, Pair } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { activationName, emitForward } from './compile.js';
-import type { Engine } from './engine.js';
+import { runEngineGraph, type Engine } from './engine.js';
 import { initializerWeights } from './graphs.js';
 
 /** A half-open rectangle [y, y + h) x [x, x + w) of a map. */
@@ -352,7 +352,8 @@ export class IncrementalRunner {
     };
     for (const [k, seg] of this.plan.segments.entries()) {
       const crops = this.cropBatch(k, patch, positions);
-      const outs = await this.engine.runGraph(
+      const outs = await runEngineGraph(
+        this.engine,
         `incremental:${seg.from}-${seg.to}:${seg.crop}:${this.outputs}`,
         () => segmentGraph(model, infos, seg, this.outputs),
         { [CROP]: new ort.Tensor('float32', crops, [n, seg.inShape[0], ...seg.crop]) },
@@ -375,7 +376,7 @@ export class IncrementalRunner {
       const maps = this.scratch.get('tail', n * per);
       const prev: LayerBatch = { kind: 'patch', shape, patch, base: this.base.get(from - 1)! };
       for (let j = 0; j < n; j++) materialize(prev, j, maps, j * per);
-      const outs = await this.engine.runGraph(`incremental-tail:${from}:${this.outputs}`, () => tailGraph(model, infos, from, this.outputs), {
+      const outs = await runEngineGraph(this.engine, `incremental-tail:${from}:${this.outputs}`, () => tailGraph(model, infos, from, this.outputs), {
         [MAP]: new ort.Tensor('float32', maps, [n, ...shape]),
       });
       for (const i of this.outputs.filter((o) => o >= from)) {
