@@ -19,7 +19,10 @@ export { openDataset, subset, type Dataset, type Item } from './data/dataset.js'
 export { openFilteredDataset } from './data/filter.js';
 export { batches, computePixelStats, type Batch } from './data/batches.js';
 export { train, evaluateDataset, PAPER_TRAINING, type TrainConfig, type EpochLog } from './train/trainer.js';
-export { scanTopk, featureViews, projectEntries, type TopkResult, type TopkView } from './analysis/topk.js';
+export { scanTopk, type TopkResult } from './analysis/topk.js';
+export { featureViews, projectEntries, topkFigureViews, type TopkView } from './analysis/topk-views.js';
+export { writeTopk } from './report/topk.js';
+export { fileCheckpoint, type CheckpointStore } from './util/checkpoint.js';
 export { featureEvolution, loadSnapshots } from './analysis/evolution.js';
 export { invarianceCurves } from './analysis/invariance.js';
 export { filterImages, filterReport, highFrequencyShare, layerActivity } from './analysis/filters.js';

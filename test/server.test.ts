@@ -10,13 +10,14 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { projectUnit, ZF_SETTINGS } from '../src/analysis/project.js';
 import { scanTopk } from '../src/analysis/topk.js';
+import { topkFigureViews } from '../src/analysis/topk-views.js';
 import { openDataset, type Dataset } from '../src/data/dataset.js';
 import { loadInput } from '../src/data/image.js';
 import { Engine } from '../src/engine/engine.js';
 import type { Model } from '../src/model/layers.js';
 import { readSafetensorsModel } from '../src/model/safetensors.js';
 import { projectionToImage } from '../src/render/figure.js';
-import { writeTopk, type TopkIndex } from '../src/render/topk.js';
+import { writeTopk, type TopkIndex } from '../src/report/topk.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
 import { readNpy, type Tensor } from '../src/tensor.js';
 import { fixture } from './helpers.js';
@@ -82,7 +83,7 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
     // A small `convscope topk` folder, written by the same library the CLI uses.
     topkDir = mkdtempSync(join(tmpdir(), 'convscope-serve-topk-'));
     const result = await scanTopk(engine, data, { layers: ['relu1'], k: 9 });
-    index = await writeTopk(engine, data, result, topkDir, { perPage: 16 });
+    index = await writeTopk(topkFigureViews(engine, data, result, { perPage: 16 }), topkDir);
     // A link out of the served folder: following it would read a file outside.
     symlinkSync('/etc/hostname', join(topkDir, 'escape.txt'));
     live = await startServer({ model, data, scanLimit: 24, uploadLimit: 10 * 1024 * 1024 });

@@ -9,15 +9,18 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { projectUnits, ZF_SETTINGS } from '../src/analysis/project.js';
-import { featureViews, scanTopk, type TopkEntry, type TopkResult } from '../src/analysis/topk.js';
+import { scanTopk, type TopkResult } from '../src/analysis/topk.js';
+import type { TopkEntry } from '../src/analysis/topk-heaps.js';
+import { featureOrder, featureViews } from '../src/analysis/topk-views.js';
 import { main } from '../src/cli/main.js';
-import { featureOrder } from '../src/render/topk.js';
 import { batches } from '../src/data/batches.js';
 import { openDataset, subset, type Dataset } from '../src/data/dataset.js';
 import { inputToImage } from '../src/data/image.js';
 import { Engine } from '../src/engine/engine.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { readNpy, sizeOf, type Tensor } from '../src/tensor.js';
+import { fileCheckpoint } from '../src/util/checkpoint.js';
+import { rectHeight, rectWidth, type Rect } from '../src/util/rect.js';
 import { ROOT } from './helpers.js';
 
 const CLI = join(ROOT, 'src', 'cli', 'main.ts');
@@ -119,9 +122,9 @@ async function inputOf(image: number): Promise<Tensor> {
 }
 
 /** max |a - b| over the clipped rectangle, and the largest |value| of the full projection outside it. */
-function compareCrop(full: Tensor, crop: Tensor, rect: [number, number, number, number]): { diff: number; outside: number; scale: number } {
+function compareCrop(full: Tensor, crop: Tensor, rect: Rect): { diff: number; outside: number; scale: number } {
   const [, C, H, W] = full.shape;
-  const [y0, y1, x0, x1] = rect;
+  const [y0, x0, y1, x1] = rect;
   let diff = 0, outside = 0, scale = 0;
   for (let c = 0; c < C; c++) {
     for (let y = 0; y < H; y++) {
@@ -152,14 +155,14 @@ describe('projections and patches', () => {
         assert.ok(scale > 0, `${layer} f${feature}: direct projection is all zero`);
         assert.ok(diff <= 1e-6 * scale, `${layer} f${feature} image ${v.entry.image}: crop differs from projectUnits by ${diff} (scale ${scale})`);
         assert.equal(outside, 0, `${layer} f${feature} image ${v.entry.image}: projection is non-zero outside the receptive field`);
-        const [y0, y1, x0, x1] = v.field.clipped;
+        const [y0, x0, y1, x1] = v.field.clipped;
         const img = inputToImage(input, engine.model.preprocess);
         for (let y = y0; y < y1; y++) {
           const row = img.data.subarray((y * img.width + x0) * 3, (y * img.width + x1) * 3);
           assert.deepEqual(v.patch.data.subarray((y - y0) * (x1 - x0) * 3, (y - y0 + 1) * (x1 - x0) * 3), row, `patch row ${y}`);
         }
         const { cut, full } = v.field;
-        assert.deepEqual([full[1] - full[0], full[3] - full[2]], engine.info(layer).rf.size);
+        assert.deepEqual([rectHeight(full), rectWidth(full)], engine.info(layer).rf.size);
         if (cut.top + cut.bottom + cut.left + cut.right > 0) clippedSeen++;
       }
       // relu1 and relu2 fields are smaller than the image: the support test is a real constraint there.
@@ -175,14 +178,15 @@ describe('resume', () => {
   test('a scan stopped after a checkpoint and resumed equals one uninterrupted scan', async () => {
     const dir = tmp();
     const options = { layers: ['relu2', 'relu4'], k: 9, perImage: 2, batchSize: 16 };
-    const whole = await scanTopk(engine, ds, { ...options, checkpoint: join(dir, 'whole.json'), checkpointEvery: 1 });
-    const checkpoint = join(dir, 'cut.json');
+    const whole = await scanTopk(engine, ds, { ...options, checkpoint: fileCheckpoint(join(dir, 'whole.json')), checkpointEvery: 1 });
+    const checkpointPath = join(dir, 'cut.json');
+    const checkpoint = fileCheckpoint(checkpointPath);
     const stop = new AbortController();
     await assert.rejects(
       scanTopk(engine, ds, { ...options, checkpoint, checkpointEvery: 2, signal: stop.signal, onProgress: (done) => done >= 48 && stop.abort(new Error('stopped')) }),
       /stopped/,
     );
-    const saved = JSON.parse(readFileSync(checkpoint, 'utf8')) as { nextBatch: number };
+    const saved = JSON.parse(readFileSync(checkpointPath, 'utf8')) as { nextBatch: number };
     assert.equal(saved.nextBatch, 2, 'the last checkpoint before the stop is after batch 2');
     const resumed = await scanTopk(engine, ds, { ...options, checkpoint, checkpointEvery: 2, resume: true });
     assert.equal(resumed.resumedAt, 2);

@@ -8,7 +8,8 @@ import { layerToJson, type Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
 import { median } from '../tensor.js';
 import { Rng } from '../util/random.js';
-import { projectEntries, resolveTopkLayers, scanTopk, type TopkView } from './topk.js';
+import { resolveTopkLayers, scanTopk } from './topk.js';
+import { projectEntries, type TopkView } from './topk-views.js';
 
 export interface Snapshot {
   epoch: number;
@@ -84,8 +85,8 @@ export interface EvolutionResult {
 
 /** The projection placed in its full receptive field (zeros where the field left the image), flattened. */
 function inField(view: TopkView): Float32Array {
-  const [fy0, fy1, fx0, fx1] = view.field.full;
-  const [cy0, , cx0] = view.field.clipped;
+  const [fy0, fx0, fy1, fx1] = view.field.full;
+  const [cy0, cx0] = view.field.clipped;
   const [C, h, w] = view.projection.shape;
   const H = fy1 - fy0;
   const W = fx1 - fx0;

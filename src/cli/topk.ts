@@ -1,12 +1,14 @@
 // `convscope topk`: parses options and calls the top-k scan and its figure writer.
 import { join } from 'node:path';
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
+import { topkFigureViews } from '../analysis/topk-views.js';
 import { skippedSummary } from '../data/batches.js';
 import { SPLITS, type Dataset } from '../data/dataset.js';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
-import { writeTopk } from '../render/topk.js';
+import { writeTopk } from '../report/topk.js';
+import { fileCheckpoint } from '../util/checkpoint.js';
 import { Progress } from '../util/progress.js';
 import { UsageError, type Options, type Command } from './args.js';
 
@@ -68,7 +70,7 @@ export const topkCommand: Command = {
       const scanBar = new Progress('topk scan', total, 'images');
       const result = await scanTopk(engine, ds, {
         layers, k, perImage, batchSize, indices,
-        checkpoint: join(out, 'checkpoint.json'), checkpointEvery: every, resume: o.flag('resume'),
+        checkpoint: fileCheckpoint(join(out, 'checkpoint.json')), checkpointEvery: every, resume: o.flag('resume'),
         onProgress: (done) => scanBar.update(done),
       });
       if (result.resumedAt !== undefined) process.stderr.write(`topk: resumed the scan at batch ${result.resumedAt}\n`);
@@ -76,10 +78,11 @@ export const topkCommand: Command = {
       if (result.images === 0) throw new Error(`${ds.name}: no readable images to scan`);
       const units = result.layers.reduce((a, l) => a + l.features.reduce((b, es) => b + es.length, 0), 0);
       const projectBar = new Progress('topk project', units, 'units');
-      const index = await writeTopk(engine, ds, result, out, {
+      const figure = topkFigureViews(engine, ds, result, {
         perPage, order, settings, batchUnits,
         onProgress: (done) => projectBar.update(done),
       });
+      const index = await writeTopk(figure, out);
       const pages = index.layers.reduce((a, l) => a + l.pages.length, 0);
       process.stdout.write(
         `top ${k} of ${result.images} images for ${index.layers.map((l) => `${l.layer} (${l.features.length})`).join(', ')}; ` +
