@@ -7,6 +7,7 @@ import { Engine } from '../engine/engine.js';
 import { layerToJson, type Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
 import { median } from '../tensor.js';
+import type { OnProgress } from '../util/progress.js';
 import { Rng } from '../util/random.js';
 import { resolveTopkLayers, scanTopk } from './topk.js';
 import { projectEntries, type TopkView } from './topk-views.js';
@@ -56,7 +57,8 @@ export interface EvolutionOptions {
   seed?: number;
   /** Dataset indices to scan; default all. */
   indices?: ArrayLike<number>;
-  log?: (line: string) => void;
+  /** Snapshots done of all; the note says which snapshot is being scanned. */
+  onProgress?: OnProgress;
 }
 
 export interface FeatureTrack {
@@ -80,6 +82,9 @@ export interface LayerEvolution {
 
 export interface EvolutionResult {
   epochs: number[];
+  /** The dataset's name and the number of images scanned per snapshot. */
+  data: string;
+  images: number;
   layers: LayerEvolution[];
 }
 
@@ -122,7 +127,6 @@ export function correlation(a: Float32Array, b: Float32Array): number {
   return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : saa === sbb ? 1 : 0;
 }
 
-
 /** The earliest snapshot epoch after which every consecutive step stays at or above the threshold. */
 export function convergedEpoch(epochs: number[], stepScores: number[], threshold = STABLE_CORRELATION): number | null {
   let from: number | null = null;
@@ -135,7 +139,6 @@ export function convergedEpoch(epochs: number[], stepScores: number[], threshold
 
 export async function featureEvolution(snapshots: Snapshot[], ds: Dataset, options: EvolutionOptions = {}): Promise<EvolutionResult> {
   if (snapshots.length === 0) throw new Error('no snapshots');
-  const log = options.log ?? (() => {});
   const first = new Engine(snapshots[0].model);
   const layers = resolveTopkLayers(first, options.layers);
   const rng = new Rng(options.seed ?? 0);
@@ -152,8 +155,8 @@ export async function featureEvolution(snapshots: Snapshot[], ds: Dataset, optio
   await first.dispose();
 
   const perSnapshot: { views: Map<string, TopkView[]>; top9: Map<string, Set<number>[]> }[] = [];
-  for (const snap of snapshots) {
-    log(`epoch ${snap.epoch}: scanning ${ds.name} for the strongest activations (${snap.path})`);
+  for (const [i, snap] of snapshots.entries()) {
+    options.onProgress?.(i, snapshots.length, `epoch ${snap.epoch}: scanning ${ds.name} for the strongest activations (${snap.path})`);
     const engine = new Engine(snap.model);
     try {
       const scan = await scanTopk(engine, ds, { layers, k: 9, indices: options.indices });
@@ -170,9 +173,13 @@ export async function featureEvolution(snapshots: Snapshot[], ds: Dataset, optio
     }
   }
 
+  options.onProgress?.(snapshots.length, snapshots.length);
+
   const epochs = snapshots.map((s) => s.epoch);
   return {
     epochs,
+    data: ds.name,
+    images: options.indices?.length ?? ds.size,
     layers: layers.map((layer) => {
       const tracks = chosen.get(layer)!.map((feature, fi) => {
         const views = perSnapshot.map((s) => s.views.get(layer)![fi]);

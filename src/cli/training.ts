@@ -5,9 +5,7 @@ import { loadModel } from '../model/load.js';
 import { paperSnapshotEpochs, parseSchedule } from '../train/optimizer.js';
 import { PAPER_TRAINING, train, type TrainConfig } from '../train/trainer.js';
 import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
-import { encodePng } from '../render/figure.js';
-import { evolutionFigure } from '../render/evolution.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { writeEvolution } from '../report/evolution.js';
 import { UsageError, type Command, type Options } from './args.js';
 import { DATA_OPTIONS, datasetFrom, validationSet } from './options.js';
 
@@ -92,24 +90,17 @@ export const evolveCommand: Command = {
     const data = await datasetFrom(o, 'train');
     const count = Math.min(o.int('count', data.size, 1), data.size);
     const out = o.string('out', join('convscope-out', 'evolution'));
-    const log = (line: string) => process.stderr.write(`${line}\n`);
     const result = await featureEvolution(snapshots, data, {
       layers: o.string('layers')?.split(','), features: o.int('features', 8, 1), seed: o.int('seed', 0),
-      indices: Array.from({ length: count }, (_, i) => i), log,
+      indices: Array.from({ length: count }, (_, i) => i),
+      onProgress: (_done, _total, note) => {
+        if (note) process.stderr.write(`${note}\n`);
+      },
     });
-    const files = new Map<string, Uint8Array | string>();
-    for (const layer of result.layers) files.set(`evolution-${layer.layer}.png`, await encodePng(await evolutionFigure(layer, result.epochs, data.name)));
-    const summary = result.layers.map((l) => ({
-      layer: l.layer,
-      convergedEpoch: l.convergedEpoch,
-      medianCorrelation: l.medianCorrelation,
-      features: l.tracks.map((t) => ({ feature: t.feature, correlation: t.correlation, top9Overlap: t.top9Overlap, strongest: t.views.map((v) => ({ value: v.entry.value, image: v.name, y: v.entry.y, x: v.entry.x })) })),
-    }));
-    files.set('evolution.json', JSON.stringify({ epochs: result.epochs, data: data.name, images: count, layers: summary }, null, 1));
-    for (const [name, bytes] of files) writeFileAtomic(join(out, name), bytes);
+    const files = await writeEvolution(result, out);
     for (const l of result.layers) {
       process.stdout.write(`${l.layer}: ${l.convergedEpoch === null ? 'still changing at the last snapshot' : `stable from epoch ${l.convergedEpoch}`} (median correlation per step: ${l.medianCorrelation.map((c) => c.toFixed(2)).join(', ')})\n`);
     }
-    process.stdout.write(`wrote ${files.size} files to ${out}/\n`);
+    process.stdout.write(`wrote ${files.length} files to ${out}/\n`);
   },
 };
