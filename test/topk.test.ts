@@ -19,7 +19,7 @@ import { inputToImage } from '../src/data/image.js';
 import { Engine } from '../src/engine/engine.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { readNpy, sizeOf, type Tensor } from '../src/tensor.js';
-import { fileCheckpoint } from '../src/util/checkpoint.js';
+import { fileCheckpoint, type CheckpointStore } from '../src/util/checkpoint.js';
 import { rectHeight, rectWidth, type Rect } from '../src/util/rect.js';
 import { ROOT } from './helpers.js';
 
@@ -193,6 +193,20 @@ describe('resume', () => {
     const { resumedAt, ...rest } = resumed;
     assert.deepEqual(rest, whole);
     await assert.rejects(scanTopk(engine, ds, { ...options, k: 4, checkpoint, resume: true }), /another scan: its k is 9, this one's 4/);
+  });
+
+  test('the scan keeps its checkpoint in whatever store it is given', async () => {
+    let saved: unknown;
+    const memory: CheckpointStore = { name: 'memory', read: () => saved, write: (value) => (saved = structuredClone(value)) };
+    const options = { layers: ['relu3'], k: 3, batchSize: 32 };
+    await assert.rejects(scanTopk(engine, ds, { ...options, checkpoint: memory, resume: true }), /no checkpoint at memory to resume/);
+    const whole = await scanTopk(engine, ds, { ...options, checkpoint: memory });
+    const file = join(tmp(), 'checkpoint.json');
+    await scanTopk(engine, ds, { ...options, checkpoint: fileCheckpoint(file) });
+    assert.deepEqual(saved, JSON.parse(readFileSync(file, 'utf8')));
+    const { resumedAt, ...resumed } = await scanTopk(engine, ds, { ...options, checkpoint: memory, resume: true });
+    assert.equal(resumedAt, 4, 'the final checkpoint is past the last batch');
+    assert.deepEqual(resumed, whole);
   });
 
   test('the CLI killed mid-scan resumes to the same entries; its pages, order and .npy projections', async () => {

@@ -170,7 +170,6 @@ export function featureOrder(topk: LayerTopk, order: FeatureOrder): number[] {
 }
 
 export interface TopkLayerLayout {
-  layer: string;
   topk: LayerTopk;
   receptiveField: ReceptiveField;
   /** [height, width] of the layer's display frame, the same for every unit. */
@@ -217,7 +216,6 @@ export function topkFigureViews(engine: Engine, ds: Dataset, result: TopkResult,
     const [y0, x0, y1, x1] = topkField(engine, topk.layer, 0, 0).frame;
     const features = featureOrder(topk, order);
     return {
-      layer: topk.layer,
       topk,
       receptiveField: engine.info(topk.layer).rf,
       frame: [y1 - y0, x1 - x0],
@@ -232,7 +230,7 @@ export function topkFigureViews(engine: Engine, ds: Dataset, result: TopkResult,
     }
     for (const [page, onPage] of layout.pages.entries()) {
       const units = onPage.flatMap((feature) => layout.topk.features[feature].map((entry) => ({ feature, entry })));
-      const views = await projectEntries(engine, ds, layout.layer, units, {
+      const views = await projectEntries(engine, ds, layout.topk.layer, units, {
         ...options,
         onProgress: (done) => options.onProgress?.(unitsBefore + done, totalUnits),
       });

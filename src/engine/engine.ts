@@ -95,6 +95,8 @@ export function sessionOptions(threads: number, pinned = true): ort.InferenceSes
   };
 }
 
+// Set in Engine's static block, which may reach the private session cache: runEngineGraph gets at the cache without
+// the cache, or a way to run any graph, becoming part of Engine's API.
 let sessionOf: (engine: Engine, key: string, build: () => Uint8Array) => Promise<ort.InferenceSession>;
 
 /** Runs a model's compiled graphs in onnxruntime, one cached session per graph kind and configuration. */

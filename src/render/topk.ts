@@ -22,7 +22,7 @@ function framed(content: RgbImage, field: TopkField): RgbImage {
 const fmt = (v: number) => (Math.abs(v) >= 1000 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(2) : v.toPrecision(3));
 
 /** One feature's block: k projections in a grid, the k patches in a grid beside it, a caption above. */
-export async function featureBlock(views: TopkView[], feature: number, k: number, frame: [number, number], factor: number): Promise<RgbImage> {
+async function featureBlock(views: TopkView[], feature: number, k: number, frame: [number, number], factor: number): Promise<RgbImage> {
   const cols = Math.ceil(Math.sqrt(k));
   const empty = upscale(blankImage(frame[1], frame[0], 3, 255), factor);
   const cells = (make: (v: TopkView) => RgbImage) =>
@@ -34,7 +34,7 @@ export async function featureBlock(views: TopkView[], feature: number, k: number
   return label(hstack([projections, patches], { gap: 6, background: WHITE }), caption, { position: 'top', fontSize: 12, align: 'left' });
 }
 
-export interface PageContext {
+interface PageContext {
   model: string;
   dataset: string;
   images: number;
@@ -49,7 +49,7 @@ export interface PageContext {
 }
 
 /** Blocks in rows of four, a title above and the legend below. */
-export async function topkPage(layer: string, blocks: RgbImage[], firstLast: [number, number], ctx: PageContext): Promise<RgbImage> {
+async function topkPage(layer: string, blocks: RgbImage[], firstLast: [number, number], ctx: PageContext): Promise<RgbImage> {
   const rows: RgbImage[] = [];
   for (let i = 0; i < blocks.length; i += BLOCKS_PER_ROW) rows.push(hstack(blocks.slice(i, i + BLOCKS_PER_ROW), { gap: 14, background: WHITE }));
   let page = vstack(rows, { gap: 10, background: WHITE });
@@ -79,5 +79,5 @@ export async function topkPageImage(figure: Pick<TopkFigureViews, 'result' | 'or
     model: result.model, dataset: result.dataset, images: result.images, k: result.k, perImage: result.perImage,
     rf: layout.receptiveField.size, order: figure.order, page: page + 1, pages: layout.pages.length, features: layout.topk.features.length,
   };
-  return topkPage(layout.layer, blocks, [first, first + onPage.length], ctx);
+  return topkPage(layout.topk.layer, blocks, [first, first + onPage.length], ctx);
 }

@@ -17,6 +17,7 @@ import { grid, heatmap, overlay, projectionToImage, viridis } from '../render/fi
 import { mapToPixels } from '../render/occlusion.js';
 import type { TopkIndex } from '../report/topk.js';
 import { decodeNpy, sizeOf, type Tensor } from '../tensor.js';
+import { errorLine } from '../util/errors.js';
 import { HttpError } from './http.js';
 import { SerialQueue } from './queue.js';
 
@@ -322,7 +323,7 @@ export class Viewer {
           job.state = 'done';
         },
         (e: unknown) => {
-          job.error = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+          job.error = errorLine(e);
           job.state = 'error';
         },
       );
