@@ -1,13 +1,13 @@
 // The files of `convscope topk`: per layer the paged figures (LAYER/page-NN.png) and the projections in their frames
 // (LAYER/projections.npy), and index.json describing every entry. The viewer (src/server/viewer.ts) reads them back.
-import { closeSync, ftruncateSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FeatureOrder, TopkField, TopkFigureViews, TopkView } from '../analysis/topk-views.js';
 import { TOPK_TIE_RULE, type TopkEntry } from '../analysis/topk-heaps.js';
 import type { TopkResult } from '../analysis/topk.js';
 import { encodePng } from '../render/figure.js';
 import { topkPageImage } from '../render/topk.js';
-import { encodeNpy, sizeOf } from '../tensor.js';
+import { decodeNpy, encodeNpy, sizeOf, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { compactJson } from '../util/json.js';
 import type { Rect } from '../util/rect.js';
@@ -169,4 +169,15 @@ export async function writeTopk(figure: TopkFigureViews, outDir: string, options
   }
   writeFileAtomic(join(outDir, 'index.json'), indexJson(index));
   return index;
+}
+
+export function readTopkIndex(dir: string): TopkIndex {
+  return JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as TopkIndex;
+}
+
+/** A layer's projections in their frames, [F, k, C, h, w]. */
+export function readTopkProjections(dir: string, layer: TopkIndex['layers'][number]): Tensor {
+  const t = decodeNpy(readFileSync(join(dir, layer.npy)), layer.npy);
+  if (t.shape.length !== 5 || sizeOf(t.shape) !== t.data.length) throw new Error(`${layer.npy} has shape [${t.shape}], expected [F, k, C, h, w]`);
+  return t;
 }

@@ -1,8 +1,6 @@
 // What the viewer can ask of one model: images, activation maps, projections, top-9 views, occlusion jobs. Every
 // engine call goes through one SerialQueue; the HTTP layer (server.ts) only parses requests and encodes answers.
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { occlusionMaps, type PaperMaps } from '../analysis/occlusion.js';
 import { maxUnit, projectUnit, ZF_SETTINGS, type Projection } from '../analysis/project.js';
 import { scanTopk, type LayerTopk } from '../analysis/topk.js';
@@ -15,8 +13,8 @@ import type { Model } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
 import { grid, heatmap, overlay, projectionToImage, viridis } from '../render/figure.js';
 import { mapToPixels } from '../render/occlusion.js';
-import type { TopkIndex } from '../report/topk.js';
-import { decodeNpy, sizeOf, type Tensor } from '../tensor.js';
+import { readTopkIndex, readTopkProjections, type TopkIndex } from '../report/topk.js';
+import type { Tensor } from '../tensor.js';
 import { errorLine } from '../util/errors.js';
 import { HttpError } from './http.js';
 import { SerialQueue } from './queue.js';
@@ -75,7 +73,7 @@ export class Viewer {
 
   constructor(private readonly options: ViewerOptions) {
     this.engine = new Engine(options.model);
-    if (options.topkDir) this.index = JSON.parse(readFileSync(join(options.topkDir, 'index.json'), 'utf8')) as TopkIndex;
+    if (options.topkDir) this.index = readTopkIndex(options.topkDir);
   }
 
   get model(): Model {
@@ -289,8 +287,7 @@ export class Viewer {
   private npy(layer: TopkIndex['layers'][number]): Tensor {
     let t = this.npyCache.get(layer.layer);
     if (!t) {
-      t = decodeNpy(readFileSync(join(this.topkDir!, layer.npy)), layer.npy);
-      if (t.shape.length !== 5 || sizeOf(t.shape) !== t.data.length) throw new Error(`${layer.npy} has shape [${t.shape}], expected [F, k, C, h, w]`);
+      t = readTopkProjections(this.topkDir!, layer);
       this.npyCache.set(layer.layer, t);
     }
     return t;
