@@ -18,6 +18,7 @@ import { inferShapes } from '../src/model/shapes.js';
 import { createZooModel, initWeights } from '../src/model/zoo.js';
 import type { Layer, Model } from '../src/model/layers.js';
 import { batchItem, readNpy, tensor, type Tensor } from '../src/tensor.js';
+import { rectHeight } from '../src/util/rect.js';
 import { batches } from '../src/data/batches.js';
 import { openShapes } from '../src/data/shapes.js';
 import { assertClose, fixture, fixtureEngine, fixtureNpy, relError, ROOT } from './helpers.js';
@@ -142,7 +143,7 @@ describe('incremental inference equals full recomputation', () => {
         const options = { window: 7, stride: 3, layer: 'conv2', fill: 'zero', fullFraction } as const;
         const inc = await occlusionMaps(odd, x, options);
         const full = await occlusionMaps(odd, x, { ...options, incremental: false });
-        assert.equal(inc.grid.boxes.at(-1)!.h, 5);
+        assert.equal(rectHeight(inc.grid.boxes.at(-1)!), 5);
         assertSamePaperMaps(inc, full, `fullFraction ${fullFraction}`);
       }
     } finally {
@@ -179,14 +180,14 @@ describe('geometry', () => {
     assert.equal(g.ys.length, 23);
     assert.equal(g.boxes.length, 529);
     assert.equal(g.ys[22], 176);
-    assert.deepEqual(g.boxes[528], { y: 176, x: 176, h: 48, w: 48 });
-    assert.deepEqual(g.boxes[1], { y: 0, x: 8, h: 50, w: 50 });
+    assert.deepEqual(g.boxes[528], [176, 176, 224, 224]);
+    assert.deepEqual(g.boxes[1], [0, 8, 50, 58]);
   });
 
   test("Captum's ceil((D-W)/S)+1 positions per axis", () => {
     assert.deepEqual(occlusionGrid([64, 64], 12, 5).ys, [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]);
-    assert.equal(occlusionGrid([64, 64], 8, 4).boxes.at(-1)!.h, 8);
-    assert.equal(occlusionGrid([64, 64], 12, 5).boxes.at(-1)!.h, 9);
+    assert.equal(rectHeight(occlusionGrid([64, 64], 8, 4).boxes.at(-1)!), 8);
+    assert.equal(rectHeight(occlusionGrid([64, 64], 12, 5).boxes.at(-1)!), 9);
     assert.equal(occlusionGrid([64, 64], 64, 3).boxes.length, 1);
     const g = occlusionGrid([64, 48], [10, 6], [4, 7]);
     assert.deepEqual([g.ys.length, g.xs.length], [15, 7]);

@@ -4,9 +4,10 @@
 // positions, the last one clipped at the border (Captum's convention). Clipping rather than dropping the last
 // position keeps every pixel under at least one occluder (with 224 px, window 50, stride 8 that is 23 x 23 = 529
 // positions; dropping would give 22 x 22 = 484 and never occlude the last 6 rows and columns).
-import { IncrementalRunner, channelSum, channelSums, planIncremental, type Box, type LayerBatch } from '../engine/incremental.js';
+import { IncrementalRunner, channelSum, channelSums, planIncremental, type LayerBatch } from '../engine/incremental.js';
 import type { Engine } from '../engine/engine.js';
 import type { Box as ObjectBox } from '../data/dataset.js';
+import type { Rect } from '../util/rect.js';
 import type { Model, Pair } from '../model/layers.js';
 import { batchItem, sizeOf, tensor, type Tensor } from '../tensor.js';
 import { batches } from '../data/batches.js';
@@ -26,7 +27,7 @@ export interface OcclusionGrid {
   ys: number[];
   xs: number[];
   /** The occluder box at grid position (r, c), at index r * xs.length + c. */
-  boxes: Box[];
+  boxes: Rect[];
 }
 
 export interface OcclusionOptions {
@@ -130,7 +131,7 @@ export function occlusionGrid(size: Pair, window: number | Pair, stride: number 
     if (!(Number.isInteger(a) && Number.isInteger(b) && a >= 0 && b > a && b <= ys.length)) throw new Error(`rows [${a}, ${b}) must lie within the grid's ${ys.length} rows`);
     ys = ys.slice(a, b);
   }
-  const boxes = ys.flatMap((y) => xs.map((x) => ({ y, x, h: Math.min(wh, size[0] - y), w: Math.min(ww, size[1] - x) })));
+  const boxes = ys.flatMap((y) => xs.map((x): Rect => [y, x, Math.min(y + wh, size[0]), Math.min(x + ww, size[1])]));
   return { window: [wh, ww], stride: [sh, sw], ys, xs, boxes };
 }
 
@@ -153,13 +154,14 @@ export function fillImage(model: Pick<Model, 'input' | 'preprocess'>, fill: Fill
 }
 
 /** The input with one box replaced by the fill, written into `out` at `offset` (a batch slot). */
-export function occludeInto(input: Float32Array, shape: [number, number, number], box: Box, fill: Float32Array, out: Float32Array, offset = 0): void {
+export function occludeInto(input: Float32Array, shape: [number, number, number], box: Rect, fill: Float32Array, out: Float32Array, offset = 0): void {
   const [c, h, w] = shape;
+  const [y0, x0, y1, x1] = box;
   out.set(input, offset);
   for (let k = 0; k < c; k++) {
-    for (let y = box.y; y < box.y + box.h; y++) {
-      const i = (k * h + y) * w + box.x;
-      out.set(fill.subarray(i, i + box.w), offset + i);
+    for (let y = y0; y < y1; y++) {
+      const i = (k * h + y) * w;
+      out.set(fill.subarray(i + x0, i + x1), offset + i + x0);
     }
   }
 }
@@ -277,9 +279,9 @@ async function attributionMap(engine: Engine, input: Tensor, grid: OcclusionGrid
     positions.forEach((p, j) => {
       const d = base[target] - rowOf(lb, j)[target];
       delta.data[p] = d;
-      const box = grid.boxes[p];
-      for (let y = box.y; y < box.y + box.h; y++) {
-        for (let x = box.x; x < box.x + box.w; x++) {
+      const [y0, x0, y1, x1] = grid.boxes[p];
+      for (let y = y0; y < y1; y++) {
+        for (let x = x0; x < x1; x++) {
           sum[y * w + x] += d;
           count[y * w + x]++;
         }

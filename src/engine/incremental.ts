@@ -8,17 +8,10 @@ import { GraphBuilder } from '../onnx/builder.js';
 import type { Layer, Model, Pair } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
+import { rectHeight, rectWidth, type Rect } from '../util/rect.js';
 import { activationName, emitForward } from './compile.js';
 import { runEngineGraph, type Engine } from './engine.js';
 import { initializerWeights } from './graphs.js';
-
-/** A half-open rectangle [y, y + h) x [x, x + w) of a map. */
-export interface Box {
-  y: number;
-  x: number;
-  h: number;
-  w: number;
-}
 
 /** The sliding-window geometry of a segment's first layer; per-position layers have a 1x1 window. */
 interface Window {
@@ -51,7 +44,7 @@ export interface Segment {
 
 export interface IncrementalPlan {
   /** The occluder boxes on the input, one per position. */
-  boxes: Box[];
+  boxes: Rect[];
   segments: Segment[];
   /** First layer run in full on the patched map; model.layers.length when every layer runs on boxes. */
   tailFrom: number;
@@ -88,13 +81,13 @@ function reach(a: number, b: number, k: number, s: number, p: number, out: numbe
  * Plans incremental inference for occluder boxes on the input: per segment, the box of each position's output that
  * can change, and where to switch to full computation.
  */
-export function planIncremental(infos: LayerInfo[], boxes: Box[], options: PlanOptions = {}): IncrementalPlan {
+export function planIncremental(infos: LayerInfo[], boxes: Rect[], options: PlanOptions = {}): IncrementalPlan {
   const fullFraction = options.fullFraction ?? DEFAULT_FULL_FRACTION;
   if (!(fullFraction > 0 && fullFraction <= 1)) throw new Error(`fullFraction must be in (0, 1], got ${fullFraction}`);
   if (boxes.length === 0) throw new Error('planIncremental needs at least one occluder box');
   // The changed interval of every position, per axis, as it moves through the layers.
-  let rows = boxes.map((b): Pair => [b.y, b.y + b.h]);
-  let cols = boxes.map((b): Pair => [b.x, b.x + b.w]);
+  let rows = boxes.map(([y0, , y1]): Pair => [y0, y1]);
+  let cols = boxes.map(([, x0, , x1]): Pair => [x0, x1]);
   const segments: Segment[] = [];
   let i = 0;
   while (i < infos.length) {
@@ -139,7 +132,7 @@ export function planIncremental(infos: LayerInfo[], boxes: Box[], options: PlanO
 // ---------------------------------------------------------------- patches
 
 /**
- * New values over one box per batch item: item n's box `boxes[n]` holds, at channel c and box cell (r, q),
+ * New values over one box per batch item: item n's box `boxes[n]` holds, at channel c and box cell (r, q) counted from its top-left corner,
  * data[offsets[n] + c * chStride + r * rowStride + q].
  */
 export interface Patch {
@@ -147,7 +140,7 @@ export interface Patch {
   offsets: Int32Array;
   chStride: number;
   rowStride: number;
-  boxes: Box[];
+  boxes: Rect[];
 }
 
 /** One layer's output for a batch of occluded inputs: whole maps, or boxes to lay over the unoccluded map. */
@@ -169,12 +162,14 @@ export function channelSum(lb: LayerBatch, n: number, channel: number, baseSums:
   }
   const { patch, base } = lb;
   const box = patch.boxes[n];
+  const [y0, x0] = box;
+  const bw = rectWidth(box);
   let s = baseSums[channel];
   const src = patch.offsets[n] + channel * patch.chStride;
-  for (let r = 0; r < box.h; r++) {
-    const b = channel * h * w + (box.y + r) * w + box.x;
+  for (let r = 0, bh = rectHeight(box); r < bh; r++) {
+    const b = channel * h * w + (y0 + r) * w + x0;
     const d = src + r * patch.rowStride;
-    for (let q = 0; q < box.w; q++) s += patch.data[d + q] - base[b + q];
+    for (let q = 0; q < bw; q++) s += patch.data[d + q] - base[b + q];
   }
   return s;
 }
@@ -209,16 +204,16 @@ export function materialize(lb: LayerBatch, n: number, out: Float32Array, outOff
  */
 function assemble(dst: Float32Array, dstOffset: number, src: Float32Array, srcShape: [number, number, number], top: number, left: number, dh: number, dw: number, patch: Patch, n: number, oy: number, ox: number): void {
   const [channels, sh, sw] = srcShape;
-  const box = patch.boxes[n];
+  const [y0, x0, y1, x1] = patch.boxes[n];
   const clamp = (v: number, hi: number) => Math.min(hi, Math.max(0, v));
-  const r0 = clamp(box.y + oy - top, dh);
-  const r1 = clamp(box.y + box.h + oy - top, dh);
-  let q0 = clamp(box.x + ox - left, dw);
-  let q1 = clamp(box.x + box.w + ox - left, dw);
+  const r0 = clamp(y0 + oy - top, dh);
+  const r1 = clamp(y1 + oy - top, dh);
+  let q0 = clamp(x0 + ox - left, dw);
+  let q1 = clamp(x1 + ox - left, dw);
   if (q1 <= q0) [q0, q1] = [dw, dw];
   const pdata = patch.data;
   for (let c = 0; c < channels; c++) {
-    const pc = patch.offsets[n] + c * patch.chStride + (top - oy - box.y) * patch.rowStride + (left - ox - box.x);
+    const pc = patch.offsets[n] + c * patch.chStride + (top - oy - y0) * patch.rowStride + (left - ox - x0);
     for (let r = 0; r < dh; r++) {
       const s = (c * sh + top + r) * sw + left;
       const d = dstOffset + (c * dh + r) * dw;
@@ -345,7 +340,7 @@ export class IncrementalRunner {
     const result = new Map<string, LayerBatch>();
     let patch: Patch = {
       data: fill,
-      offsets: Int32Array.from(positions, (p) => this.plan.boxes[p].y * W + this.plan.boxes[p].x),
+      offsets: Int32Array.from(positions, (p) => this.plan.boxes[p][0] * W + this.plan.boxes[p][1]),
       chStride: H * W,
       rowStride: W,
       boxes: positions.map((p) => this.plan.boxes[p]),
@@ -359,7 +354,7 @@ export class IncrementalRunner {
         { [CROP]: new ort.Tensor('float32', crops, [n, seg.inShape[0], ...seg.crop]) },
       );
       const [h, w] = seg.size;
-      const boxes = positions.map((p) => ({ y: seg.origins[2 * p], x: seg.origins[2 * p + 1], h, w }));
+      const boxes = positions.map((p): Rect => [seg.origins[2 * p], seg.origins[2 * p + 1], seg.origins[2 * p] + h, seg.origins[2 * p + 1] + w]);
       const patchOf = (i: number): Patch => {
         const c = infos[i].outShape[0];
         return { data: outs[activationName(model.layers[i].name)].data as Float32Array, offsets: Int32Array.from(boxes, (_, j) => j * c * h * w), chStride: h * w, rowStride: w, boxes };

@@ -1,7 +1,7 @@
 // Figures of the occlusion experiment (paper Fig. 7): maps over the image, the projection strip, the combined row.
 import { blankImage, toChannels, type RgbImage } from '../data/image.js';
 import type { AttributionMap, OcclusionGrid, PaperMaps } from '../analysis/occlusion.js';
-import type { Box } from '../engine/incremental.js';
+import type { Rect } from '../util/rect.js';
 import { blueRed, heatmap, overlay, viridis, type Colormap, type Rgb } from './colormap.js';
 import { displayFactor, hstack, label, projectionToImage, renderText, upscale, vstack } from './figure.js';
 
@@ -36,11 +36,11 @@ export function mapToPixels(values: Float32Array, g: OcclusionGrid, height: numb
 }
 
 /** The image (as RGB) with a box drawn around an occluder; box in input pixels, the image enlarged by `scale`. */
-function outline(img: RgbImage, box: Box, scale: number, color: Rgb): RgbImage {
+function outline(img: RgbImage, box: Rect, scale: number, color: Rgb): RgbImage {
   const rgb = toChannels(img, 3);
   const out = { ...rgb, data: rgb.data.slice() };
-  const [y0, x0] = [box.y * scale, box.x * scale];
-  const [y1, x1] = [Math.min(img.height, (box.y + box.h) * scale) - 1, Math.min(img.width, (box.x + box.w) * scale) - 1];
+  const [y0, x0] = [box[0] * scale, box[1] * scale];
+  const [y1, x1] = [Math.min(img.height, box[2] * scale) - 1, Math.min(img.width, box[3] * scale) - 1];
   const put = (y: number, x: number) => out.data.set(color, (y * img.width + x) * 3);
   for (let x = x0; x <= x1; x++) {
     put(y0, x);
