@@ -7,7 +7,7 @@ export { createZooModel, initWeights, ZOO_NAMES, type InitScheme } from './model
 export { loadModel } from './model/load.js';
 export { readSafetensorsModel, writeSafetensorsModel } from './model/safetensors.js';
 export { readOnnxModel, modelFromOnnx } from './model/onnx-import.js';
-export { modelToOnnx, writeOnnxModel } from './model/onnx-export.js';
+export { modelToOnnx, writeOnnxModel } from './engine/onnx-export.js';
 export { modelTable } from './model/summary.js';
 export { decodeImage, fitImage, imageToInput, inputToImage, loadInput, type RgbImage } from './data/image.js';
 export { testPattern } from './data/pattern.js';

@@ -8,7 +8,7 @@ import { convergedEpoch, correlation, featureEvolution, loadSnapshots } from '..
 import { openShapes } from '../src/data/shapes.js';
 import { writeSafetensorsModel } from '../src/model/safetensors.js';
 import { createZooModel } from '../src/model/zoo.js';
-import { writeOnnxModel } from '../src/model/onnx-export.js';
+import { writeOnnxModel } from '../src/engine/onnx-export.js';
 
 test('correlation and the converged epoch', () => {
   assert.equal(correlation(Float32Array.of(1, 2, 3), Float32Array.of(2, 4, 6)), 1);

@@ -7,7 +7,7 @@ import ort from 'onnxruntime-node';
 import { Engine } from '../src/engine/engine.js';
 import type { Layer, Model } from '../src/model/layers.js';
 import { modelFromOnnx, readOnnxModel } from '../src/model/onnx-import.js';
-import { writeOnnxModel } from '../src/model/onnx-export.js';
+import { writeOnnxModel } from '../src/engine/onnx-export.js';
 import { readSafetensorsModel } from '../src/model/safetensors.js';
 import { createZooModel, initWeights } from '../src/model/zoo.js';
 import { GraphBuilder } from '../src/onnx/builder.js';

@@ -3,12 +3,12 @@
 // metadata; the metadata (layer list, preprocess, classes) makes that round trip exact.
 import { GraphBuilder } from '../onnx/builder.js';
 import { decodeModel, encodeModel, type GraphProto } from '../onnx/proto.js';
-import { activationName, emitForward, type WeightSource } from '../engine/compile.js';
-import { initializerWeights } from '../engine/graphs.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { layerToJson, validateModel, type Layer, type Model } from './layers.js';
-import { inferShapes, type LayerInfo } from './shapes.js';
-import { ONNX_META } from './onnx-import.js';
+import { layerToJson, validateModel, type Layer, type Model } from '../model/layers.js';
+import { inferShapes, type LayerInfo } from '../model/shapes.js';
+import { ONNX_META } from '../model/onnx-import.js';
+import { activationName, emitForward, type WeightSource } from './compile.js';
+import { initializerWeights } from './graphs.js';
 
 export const ONNX_INPUT = 'input';
 
