@@ -4,6 +4,7 @@ import type { GraphBuilder } from '../onnx/builder.js';
 import { DataType } from '../onnx/proto.js';
 import type { Layer, Model, Pair } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
+import { assertNever } from '../util/assert.js';
 
 /** How a ReLU passes the backward signal: autograd, Zeiler & Fergus's deconvnet (rectify the signal), or both. */
 export type BackwardRule = 'gradient' | 'deconvnet' | 'guided';
@@ -301,6 +302,8 @@ export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], i
       case 'softmax':
         b.op1('Softmax', [x], { axis: 1 }, out);
         break;
+      default:
+        assertNever(layer, 'layer type');
     }
     x = out;
     trace.values[i + 1] = out;
@@ -444,6 +447,8 @@ export function emitBackward(
         g = b.op1('Mul', [y, b.op1('Sub', [g, dot])]);
         break;
       }
+      default:
+        assertNever(layer, 'layer type');
     }
   }
   return { input: g, weightGrads };

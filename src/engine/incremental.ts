@@ -8,6 +8,7 @@ import { GraphBuilder } from '../onnx/builder.js';
 import type { Layer, Model, Pair } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
+import { assertNever } from '../util/assert.js';
 import { rectHeight, rectWidth, type Rect } from '../util/rect.js';
 import { activationName, emitForward } from './compile.js';
 import { runEngineGraph, type Engine } from './engine.js';
@@ -62,12 +63,30 @@ export interface PlanOptions {
 
 export const DEFAULT_FULL_FRACTION = 0.75;
 
-const PER_POSITION: ReadonlySet<Layer['type']> = new Set(['relu', 'lrn', 'batchnorm2d', 'dropout']);
-
-function windowOf(layer: Layer): Window | undefined {
-  if (layer.type === 'conv2d') return { kernel: layer.kernel, stride: layer.stride, padding: layer.padding, padValue: 0 };
-  if (layer.type === 'maxpool2d') return { kernel: layer.kernel, stride: layer.stride, padding: layer.padding, padValue: -Infinity };
-  return undefined;
+/**
+ * How a layer can run on boxes: as a sliding window, position by position (its box is its input's box), or not at
+ * all, so that the rest of the network runs in full from it.
+ */
+function boxRole(layer: Layer): Window | 'per-position' | 'full' {
+  switch (layer.type) {
+    case 'conv2d':
+      return { kernel: layer.kernel, stride: layer.stride, padding: layer.padding, padValue: 0 };
+    case 'maxpool2d':
+      return { kernel: layer.kernel, stride: layer.stride, padding: layer.padding, padValue: -Infinity };
+    case 'relu':
+    case 'lrn':
+    case 'batchnorm2d':
+    case 'dropout':
+      return 'per-position';
+    case 'avgpool2d':
+    case 'adaptiveavgpool2d':
+    case 'flatten':
+    case 'linear':
+    case 'softmax':
+      return 'full';
+    default:
+      return assertNever(layer, 'layer type');
+  }
 }
 
 /** Outputs of a window op (k, s, p) on an axis of `out` values whose windows read any input in [a, b). */
@@ -91,11 +110,11 @@ export function planIncremental(infos: LayerInfo[], boxes: Rect[], options: Plan
   const segments: Segment[] = [];
   let i = 0;
   while (i < infos.length) {
-    const layer = infos[i].layer;
-    const window = windowOf(layer) ?? (PER_POSITION.has(layer.type) ? { kernel: [1, 1] as Pair, stride: [1, 1] as Pair, padding: [0, 0] as Pair, padValue: 0 } : undefined);
-    if (!window || infos[i].inShape.length !== 3) break;
+    const role = boxRole(infos[i].layer);
+    if (role === 'full' || infos[i].inShape.length !== 3) break;
+    const window: Window = role === 'per-position' ? { kernel: [1, 1], stride: [1, 1], padding: [0, 0], padValue: 0 } : role;
     let to = i;
-    while (to + 1 < infos.length && PER_POSITION.has(infos[to + 1].layer.type)) to++;
+    while (to + 1 < infos.length && boxRole(infos[to + 1].layer) === 'per-position') to++;
     const inShape = infos[i].inShape as [number, number, number];
     const outShape = infos[to].outShape as [number, number, number];
     const { kernel: k, stride: s, padding: p } = window;
@@ -103,7 +122,7 @@ export function planIncremental(infos: LayerInfo[], boxes: Rect[], options: Plan
     cols = cols.map(([a, b]) => reach(a, b, k[1], s[1], p[1], outShape[2]));
     const size: Pair = [Math.max(1, ...rows.map(([a, b]) => b - a)), Math.max(1, ...cols.map(([a, b]) => b - a))];
     const fraction = (size[0] * size[1]) / (outShape[1] * outShape[2]);
-    if (windowOf(layer) && fraction >= fullFraction) break;
+    if (role !== 'per-position' && fraction >= fullFraction) break;
     const origins = new Int32Array(2 * boxes.length);
     rows.forEach(([a], n) => (origins[2 * n] = Math.min(a, outShape[1] - size[0])));
     cols.forEach(([a], n) => (origins[2 * n + 1] = Math.min(a, outShape[2] - size[1])));
@@ -270,9 +289,25 @@ function segmentGraph(model: Model, infos: LayerInfo[], seg: Segment, outputs: n
 }
 
 function unpaddedLayer(l: Layer): Layer {
-  if (l.type === 'conv2d') return { ...l, padding: [0, 0] };
-  if (l.type === 'maxpool2d') return { ...l, padding: [0, 0], ceilMode: false };
-  return l;
+  switch (l.type) {
+    case 'conv2d':
+      return { ...l, padding: [0, 0] };
+    case 'maxpool2d':
+      return { ...l, padding: [0, 0], ceilMode: false };
+    case 'relu':
+    case 'lrn':
+    case 'batchnorm2d':
+    case 'dropout':
+      return l;
+    case 'avgpool2d':
+    case 'adaptiveavgpool2d':
+    case 'flatten':
+    case 'linear':
+    case 'softmax':
+      throw new Error(`internal: ${l.type} layer '${l.name}' does not run on boxes`);
+    default:
+      return assertNever(l, 'layer type');
+  }
 }
 
 function tailGraph(model: Model, infos: LayerInfo[], from: number, outputs: number[]): Uint8Array {

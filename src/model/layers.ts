@@ -1,4 +1,5 @@
 import type { Tensor } from '../tensor.js';
+import { assertNever } from '../util/assert.js';
 
 export type Pair = [number, number];
 
@@ -51,8 +52,17 @@ export function layerParams(layer: Layer): { key: string; shape: number[] }[] {
     }
     case 'batchnorm2d':
       return ['weight', 'bias', 'running_mean', 'running_var'].map((p) => ({ key: `${layer.name}.${p}`, shape: [layer.channels] }));
-    default:
+    case 'relu':
+    case 'maxpool2d':
+    case 'avgpool2d':
+    case 'adaptiveavgpool2d':
+    case 'lrn':
+    case 'flatten':
+    case 'dropout':
+    case 'softmax':
       return [];
+    default:
+      return assertNever(layer, 'layer type');
   }
 }
 
@@ -103,15 +113,26 @@ function scalarOrPair(p: Pair): number | Pair {
   return p[0] === p[1] ? p[0] : p;
 }
 
+/** Every layer type, as the JSON form spells it; a Record so that a new member of Layer must be added here. */
+const LAYER_TYPES: Record<LayerType, true> = {
+  conv2d: true, relu: true, maxpool2d: true, avgpool2d: true, adaptiveavgpool2d: true, lrn: true, batchnorm2d: true, flatten: true, linear: true, dropout: true, softmax: true,
+};
+
+function isLayerType(t: string): t is LayerType {
+  return Object.hasOwn(LAYER_TYPES, t);
+}
+
 export function layerFromJson(o: LayerJson): Layer {
   const name = String(o.name);
-  switch (o.type) {
+  const type = o.type;
+  if (!isLayerType(type)) throw new Error(`unknown layer type '${type}' (layer '${name}')`);
+  switch (type) {
     case 'conv2d':
       return { type: 'conv2d', name, inChannels: num(o, 'in_channels'), outChannels: num(o, 'out_channels'), kernel: pair(o.kernel, 'kernel'), stride: pair(o.stride ?? 1, 'stride'), padding: pair(o.padding ?? 0, 'padding'), bias: o.bias !== false };
     case 'relu':
     case 'flatten':
     case 'softmax':
-      return { type: o.type, name };
+      return { type, name };
     case 'maxpool2d':
       return { type: 'maxpool2d', name, kernel: pair(o.kernel, 'kernel'), stride: pair(o.stride ?? o.kernel, 'stride'), padding: pair(o.padding ?? 0, 'padding'), ceilMode: o.ceil_mode === true };
     case 'avgpool2d':
@@ -127,7 +148,7 @@ export function layerFromJson(o: LayerJson): Layer {
     case 'dropout':
       return { type: 'dropout', name, p: num(o, 'p', 0.5) };
     default:
-      throw new Error(`unknown layer type '${o.type}' (layer '${name}')`);
+      return assertNever(type, 'layer type');
   }
 }
 
@@ -149,7 +170,11 @@ export function layerToJson(l: Layer): LayerJson {
       return { type: l.type, name: l.name, in_features: l.inFeatures, out_features: l.outFeatures, bias: l.bias };
     case 'dropout':
       return { type: l.type, name: l.name, p: l.p };
-    default:
+    case 'relu':
+    case 'flatten':
+    case 'softmax':
       return { type: l.type, name: l.name };
+    default:
+      return assertNever(l, 'layer type');
   }
 }

@@ -1,5 +1,6 @@
 import { layerParams, type Layer, type Model, type Pair } from './layers.js';
 import { sizeOf } from '../tensor.js';
+import { assertNever } from '../util/assert.js';
 
 /** Where one output unit looks in the input image, per axis (rows, cols), in input pixels. */
 export interface ReceptiveField {
@@ -117,6 +118,8 @@ export function inferShapes(model: Pick<Model, 'input' | 'layers'>): LayerInfo[]
       case 'softmax':
         flops = 3 * elems;
         break;
+      default:
+        assertNever(layer, 'layer type');
     }
     const params = layerParams(layer).reduce((a, p) => a + sizeOf(p.shape), 0);
     infos.push({ index, layer, inShape, outShape: shape, rf, params, flops });
