@@ -351,7 +351,7 @@ export class IncrementalRunner {
   ) {}
 
   static async create(engine: Engine, input: Tensor, plan: IncrementalPlan, outputLayers: string[]): Promise<IncrementalRunner> {
-    const { model, infos } = engine;
+    const { model } = engine;
     const outputs = outputLayers.map((name) => {
       const i = model.layers.findIndex((l) => l.name === name);
       if (i < 0) throw new Error(`unknown layer '${name}'`);
