@@ -41,10 +41,9 @@ function decodeOnnx(buf: Uint8Array): ModelProto {
 function importModel(proto: ModelProto, path: string): Model {
   const meta = new Map((proto.metadataProps ?? []).map((e) => [e.key, e.value]));
   const ix = indexGraph(proto.graph);
-  const dataInput = findDataInput(proto.graph, ix);
-  const input = inputShape(dataInput);
+  const input = inputShape(findDataInput(proto.graph, ix));
   const archJson = meta.get(ONNX_META.architecture);
-  const { layers, weights } = archJson ? layersFromMetadata(archJson, ix) : new ChainImporter(ix, proto.opsetVersion, dataInput, input).run();
+  const { layers, weights } = archJson ? layersFromMetadata(archJson, ix) : new ChainImporter(ix, proto.opsetVersion, input).run();
   const model: Model = {
     name: basename(path).replace(/\.onnx$/i, ''),
     input: [input.chw[0], input.chw[1], input.chw[2]],

@@ -1,6 +1,6 @@
 // The chain walk: from the image input along its single data path, every node that reads the path becomes one layer
 // (or nothing), until the graph output; a branch, or an op convscope cannot run faithfully, is refused with the node named.
-import type { NodeProto, ValueInfo } from '../../onnx/proto.js';
+import type { NodeProto } from '../../onnx/proto.js';
 import type { Tensor } from '../../tensor.js';
 import type { Layer } from '../layers.js';
 import { inferShapes } from '../shapes.js';
@@ -21,11 +21,10 @@ export class ChainImporter {
   constructor(
     private readonly ix: GraphIndex,
     opset: number,
-    private readonly input: ValueInfo,
     private readonly inShape: InputShape,
   ) {
     this.shapes = new ShapeEvaluator(ix);
-    this.shapes.chainShapes.set(input.name, ['N', ...inShape.chw]);
+    this.shapes.chainShapes.set(inShape.name, ['N', ...inShape.chw]);
     this.lrn = new LrnMatcher(ix, this.shapes);
     this.nodes = new NodeConverter(ix, this.shapes, opset, inShape.fixedBatch, () => this.currentShape());
   }
@@ -33,7 +32,7 @@ export class ChainImporter {
   run(): { layers: Layer[]; weights: Map<string, Tensor> } {
     const outputs = this.ix.graph.outputs;
     if (outputs.length !== 1) throw new Error(`the graph has ${outputs.length} outputs; convscope imports single-output chains`);
-    let x = this.input.name;
+    let x = this.inShape.name;
     for (;;) {
       const users = this.dataUsers(x);
       if (users.length === 0) break;
@@ -44,7 +43,7 @@ export class ChainImporter {
     }
     if (x !== outputs[0].name) {
       const from = this.ix.producer.get(outputs[0].name);
-      throw new Error(`graph output '${outputs[0].name}'${from ? ` (from node '${from.name}')` : ''} is not reached by the layer chain from input '${this.input.name}', which ends at '${x}'`);
+      throw new Error(`graph output '${outputs[0].name}'${from ? ` (from node '${from.name}')` : ''} is not reached by the layer chain from input '${this.inShape.name}', which ends at '${x}'`);
     }
     if (this.layers.length === 0) throw new Error('the graph has no layers');
     return { layers: this.layers, weights: this.weights };

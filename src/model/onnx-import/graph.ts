@@ -49,6 +49,7 @@ export function findDataInput(graph: GraphProto, ix: GraphIndex): ValueInfo {
   return data[0];
 }
 
+/** The image input: its tensor name and its shape without the batch axis. */
 export interface InputShape {
   name: string;
   chw: [number, number, number];
