@@ -7,6 +7,7 @@ import { Engine } from '../engine/engine.js';
 import type { Model } from '../model/layers.js';
 import { createZooModel } from '../model/zoo.js';
 import { train, type EpochLog, type TrainConfig, type TrainRunOptions } from '../train/trainer.js';
+import type { OnProgress } from '../util/progress.js';
 import { filterReport, type ConvLayerReport } from './filters.js';
 
 export interface ArchitectureResult {
@@ -26,7 +27,12 @@ export async function compareArchitectures(
   valSet: Dataset,
   config: TrainConfig,
   outDir: string,
-  hooks: Pick<TrainRunOptions, 'log' | 'progress' | 'resume'> & { activityIndices?: number[]; runs?: Partial<Record<(typeof COMPARED)[number], string>> } = {},
+  hooks: Pick<TrainRunOptions, 'log' | 'resume'> & {
+    activityIndices?: number[];
+    runs?: Partial<Record<(typeof COMPARED)[number], string>>;
+    /** Per model: the trainer's progress and epoch hooks, and the activity pass's progress. */
+    onRun?: (name: string, dir: string) => Pick<TrainRunOptions, 'onProgress' | 'onEpoch'> & { onActivityProgress?: OnProgress };
+  } = {},
 ): Promise<ArchitectureResult[]> {
   const results: ArchitectureResult[] = [];
   for (const name of COMPARED) {
@@ -37,11 +43,12 @@ export async function compareArchitectures(
     const model = createZooModel(name, { seed: config.seed, init: 'kaiming', classes: trainSet.classes.length });
     // A given run, or on --resume a started one, continues from its checkpoint (a finished run just loads).
     const resume = given !== undefined || (hooks.resume === true && existsSync(join(dir, 'checkpoint.json')));
-    const run = await train(model, trainSet, valSet, config, { outDir: dir, resume, log: hooks.log, progress: hooks.progress });
+    const { onActivityProgress, ...runHooks } = hooks.onRun?.(name, dir) ?? {};
+    const run = await train(model, trainSet, valSet, config, { outDir: dir, resume, log: hooks.log, ...runHooks });
     const engine = new Engine(run.model);
     try {
       hooks.log?.(`measuring ${name}'s filters and activity on ${valSet.name}`);
-      const report = await filterReport(engine, valSet, { progress: hooks.progress, indices: hooks.activityIndices });
+      const report = await filterReport(engine, valSet, { onProgress: onActivityProgress, indices: hooks.activityIndices });
       const last = run.history[run.history.length - 1];
       results.push({ name, model: run.model, history: run.history, valAccuracy: last?.valAccuracy, rows: report.rows, images: report.images });
     } finally {

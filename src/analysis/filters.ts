@@ -6,7 +6,7 @@ import type { RgbImage } from '../data/image.js';
 import type { Engine } from '../engine/engine.js';
 import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
-import { Progress } from '../util/progress.js';
+import type { OnProgress } from '../util/progress.js';
 
 /** A feature map counts as dead when it is active (some unit > 0) on fewer than this share of images. */
 export const DEAD_THRESHOLD = 0.01;
@@ -111,12 +111,11 @@ export interface LayerActivity {
 }
 
 /** One pass over `dataset` recording, per feature map of each layer, how often it fires and how sparse it is. */
-export async function layerActivity(engine: Engine, dataset: Dataset, layers: string[], options: { batchSize?: number; progress?: boolean; indices?: number[] } = {}): Promise<{ activity: LayerActivity[]; skipped: Skipped[]; images: number }> {
+export async function layerActivity(engine: Engine, dataset: Dataset, layers: string[], options: { batchSize?: number; onProgress?: OnProgress; indices?: number[] } = {}): Promise<{ activity: LayerActivity[]; skipped: Skipped[]; images: number }> {
   const counts = new Map<string, { active: Float64Array; zeros: number; units: number }>();
   for (const l of layers) counts.set(l, { active: new Float64Array(engine.info(l).outShape[0]), zeros: 0, units: 0 });
   const stream = batches(dataset, { input: engine.model.input, preprocess: engine.model.preprocess, batchSize: options.batchSize ?? 64, indices: options.indices });
   const total = options.indices?.length ?? dataset.size;
-  const bar = options.progress ? new Progress('activity', total, 'images') : undefined;
   let images = 0;
   for await (const b of stream) {
     const { activations } = await engine.forward(b.input, layers);
@@ -139,7 +138,7 @@ export async function layerActivity(engine: Engine, dataset: Dataset, layers: st
       c.units += a.data.length;
     }
     images += b.labels.length;
-    bar?.update(images);
+    options.onProgress?.(images, total);
   }
   const activity = layers.map((layer) => {
     const c = counts.get(layer)!;
@@ -178,7 +177,7 @@ export function convLayers(model: Model): { conv: string; activation: string }[]
 }
 
 /** The per-conv-layer table of `convscope filters`. */
-export async function filterReport(engine: Engine, dataset: Dataset, options: { progress?: boolean; indices?: number[] } = {}): Promise<{ rows: ConvLayerReport[]; images: number; skipped: Skipped[] }> {
+export async function filterReport(engine: Engine, dataset: Dataset, options: { onProgress?: OnProgress; indices?: number[] } = {}): Promise<{ rows: ConvLayerReport[]; images: number; skipped: Skipped[] }> {
   const convs = convLayers(engine.model);
   const { activity, images, skipped } = await layerActivity(engine, dataset, convs.map((c) => c.activation), options);
   const rows = convs.map(({ conv, activation }, i) => {

@@ -9,6 +9,8 @@ import { encodePng, label } from '../render/figure.js';
 import { paperSnapshotEpochs } from '../train/optimizer.js';
 import { PAPER_TRAINING, readTrainConfig } from '../train/trainer.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { writeTrainingCurves } from '../report/training.js';
+import { Progress } from './progress.js';
 import type { Command } from './args.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
@@ -33,7 +35,7 @@ export const filtersCommand: Command = {
       const count = o.int('count', data.size, 1);
       const engine = new Engine(model);
       try {
-        const report = await filterReport(engine, data, { progress: true, indices: Array.from({ length: Math.min(count, data.size) }, (_, i) => i) });
+        const report = await filterReport(engine, data, { onProgress: new Progress('activity', Math.min(count, data.size), 'images').report, indices: Array.from({ length: Math.min(count, data.size) }, (_, i) => i) });
         const md = filterTableMarkdown(model.name, report.rows, report.images);
         files.set('filters.md', `${md}\n`);
         files.set('filters.json', JSON.stringify({ model: model.name, data: data.name, images: report.images, layers: report.rows }, null, 1));
@@ -77,7 +79,12 @@ export const compareArchCommand: Command = {
     const valSet = await validationSet(o);
     const count = Math.min(o.int('count', valSet.size, 1), valSet.size);
     const results = await compareArchitectures(trainSet, valSet, config, out, {
-      log, progress: true, resume: o.flag('resume'), activityIndices: Array.from({ length: count }, (_, i) => i),
+      log, resume: o.flag('resume'), activityIndices: Array.from({ length: count }, (_, i) => i),
+      onRun: (name, dir) => ({
+        onProgress: new Progress(`training ${name}`, 0, 'batches').report,
+        onEpoch: (_, history) => writeTrainingCurves(dir, `${name} on ${trainSet.name}`, history),
+        onActivityProgress: new Progress('activity', count, 'images').report,
+      }),
       ...(zfnetRun ? { runs: { 'zfnet-small': zfnetRun } } : {}),
     });
     const acc = (v: number | undefined) => (v === undefined ? 'n/a' : `${(100 * v).toFixed(1)}%`);

@@ -6,6 +6,8 @@ import { paperSnapshotEpochs, parseSchedule } from '../train/optimizer.js';
 import { PAPER_TRAINING, train, type TrainConfig } from '../train/trainer.js';
 import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
 import { writeEvolution } from '../report/evolution.js';
+import { writeTrainingCurves } from '../report/training.js';
+import { Progress } from './progress.js';
 import { UsageError, type Command, type Options } from './args.js';
 import { DATA_OPTIONS, datasetFrom, validationSet } from './options.js';
 
@@ -63,7 +65,9 @@ export const trainCommand: Command = {
     const log = (line: string) => process.stderr.write(`${line}\n`);
     log(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
     const result = await train(model, trainSet, valSet, config, {
-      outDir, snapshotDir: o.string('snapshots'), resume: o.flag('resume'), log, progress: true,
+      outDir, snapshotDir: o.string('snapshots'), resume: o.flag('resume'), log,
+      onProgress: new Progress('train', 0, 'batches').report,
+      onEpoch: (_, history) => writeTrainingCurves(outDir, `${model.name} on ${trainSet.name}`, history),
     });
     const last = result.history[result.history.length - 1];
     if (result.skipped.length) log(skippedSummary(result.skipped));

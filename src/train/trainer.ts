@@ -11,10 +11,8 @@ import { decodeSafetensors, encodeSafetensors, modelToSafetensors } from '../mod
 import { inferShapes } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { Progress } from '../util/progress.js';
+import type { OnProgress } from '../util/progress.js';
 import { Rng } from '../util/random.js';
-import { encodePng } from '../render/figure.js';
-import { trainingCurves } from '../render/training.js';
 import { learningRate, renormalizeFilters, Sgd, type LrSchedule } from './optimizer.js';
 
 export interface TrainConfig {
@@ -78,17 +76,17 @@ export interface TrainResult {
 }
 
 export interface TrainRunOptions {
-  /** Run folder: log.jsonl, curves.png, checkpoint.*, model.safetensors. */
+  /** Run folder: log.jsonl, checkpoint.*, model.safetensors. */
   outDir: string;
   /** Where snapshots go; default `<outDir>/snapshots`. */
   snapshotDir?: string;
   /** Continue from the checkpoint in outDir. */
   resume?: boolean;
   log?: (line: string) => void;
-  /** Show a progress bar on stderr. */
-  progress?: boolean;
-  /** Called after each epoch (after its snapshot and checkpoint are on disk). */
-  onEpoch?: (entry: EpochLog) => void;
+  /** Batches done of the whole run (resumed batches count as done), with the epoch and running loss as the note. */
+  onProgress?: OnProgress;
+  /** Called after each epoch (after its snapshot, checkpoint and log are on disk), with the history so far. */
+  onEpoch?: (entry: EpochLog, history: EpochLog[]) => void | Promise<void>;
   /** Stop after this many batches of the whole run (tests simulate a kill with it). */
   stopAfterBatches?: number;
 }
@@ -219,13 +217,12 @@ function loadCheckpoint(dir: string, model: Model, sgd: Sgd, config: TrainConfig
   return state;
 }
 
-async function writeHistory(dir: string, title: string, history: EpochLog[]): Promise<void> {
+function writeHistory(dir: string, history: EpochLog[]): void {
   writeFileAtomic(join(dir, 'log.jsonl'), history.map((h) => JSON.stringify(h)).join('\n') + '\n');
-  writeFileAtomic(join(dir, 'curves.png'), await encodePng(await trainingCurves(title, history)));
 }
 
 /**
- * Trains `model` in place on `trainSet`, evaluating on `valSet` after every epoch. Writes log.jsonl, curves.png,
+ * Trains `model` in place on `trainSet`, evaluating on `valSet` after every epoch. Writes log.jsonl,
  * checkpoint.* and model.safetensors to `outDir`, snapshots (epoch-NNN.safetensors + .json) to `snapshotDir`. With
  * `resume`, continues from the last checkpoint and ends with the same weights as an uninterrupted run.
  */
@@ -263,7 +260,6 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
       const lr = learningRate(config.lr, config.schedule, epoch);
       const order = seededPermutation(trainSet.size, mixSeed(config.seed, epoch));
       const started = Date.now() - state.elapsed * 1000;
-      const bar = hooks.progress ? new Progress(`epoch ${epoch}/${config.epochs}`, perEpoch, 'batches') : undefined;
       const stream = batches(trainSet, {
         input: model.input, preprocess: model.preprocess, batchSize: config.batchSize, indices: order,
         augment: config.augment, seed: mixSeed(config.seed, epoch, 1), startBatch: state.batch,
@@ -280,7 +276,7 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
         state.skipped.push(...b.skipped);
         state.batch = b.batch + 1;
         batchesRun++;
-        bar?.update(state.batch, `loss ${(state.lossSum / state.seen).toFixed(3)}`);
+        hooks.onProgress?.((epoch - 1) * perEpoch + state.batch, config.epochs * perEpoch, `epoch ${epoch}/${config.epochs} loss ${(state.lossSum / state.seen).toFixed(3)}`);
         if (hooks.stopAfterBatches !== undefined && batchesRun >= hooks.stopAfterBatches) {
           state.elapsed = (Date.now() - started) / 1000;
           saveCheckpoint(outDir, model, sgd, state);
@@ -311,8 +307,8 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
       }
       Object.assign(state, { epoch: epoch + 1, batch: 0, lossSum: 0, correct: 0, seen: 0, renormalized: 0, elapsed: 0 });
       saveCheckpoint(outDir, model, sgd, state);
-      await writeHistory(outDir, `${model.name} on ${trainSet.name}`, state.history);
-      hooks.onEpoch?.(entry);
+      writeHistory(outDir, state.history);
+      await hooks.onEpoch?.(entry, state.history);
     }
     writeFileAtomic(join(outDir, 'model.safetensors'), modelToSafetensors(model));
     return { model, history: state.history, skipped: state.skipped, snapshots: state.snapshots };
