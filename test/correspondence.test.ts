@@ -6,7 +6,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { correspondence, delta, mapRect, paperLayers57, parseParts, prepareImages, signHamming, type Rect } from '../src/analysis/correspondence.js';
+import { correspondence, delta, mapRect, paperLayers57, parseParts, prepareImages, signHamming } from '../src/analysis/correspondence.js';
+import type { Rect } from '../src/util/rect.js';
 import type { RgbImage } from '../src/data/image.js';
 import { Engine } from '../src/engine/engine.js';
 import { createZooModel } from '../src/model/zoo.js';

@@ -10,15 +10,13 @@
 // baseline.
 import { join } from 'node:path';
 import type { Engine } from '../engine/engine.js';
-import { decodeImage, fitImage, imageToInput, inputToImage, toChannels, type RgbImage } from '../data/image.js';
+import { decodeImage, fitImage, imageToInput, type RgbImage } from '../data/image.js';
 import type { Dataset } from '../data/dataset.js';
 import { findLayer, type Model } from '../model/layers.js';
 import { sizeOf, tensor, type Tensor } from '../tensor.js';
 import { Rng } from '../util/random.js';
-import { displayFactor, grid, label, upscale } from '../render/figure.js';
+import type { Rect } from '../util/rect.js';
 
-/** [y0, x0, y1, x1], end-exclusive, like the shapes set's boxes. */
-export type Rect = [number, number, number, number];
 
 /** Where parts.json's rectangles live: the original image's pixels (mapped through the fit) or the model input's. */
 export type Coordinates = 'image' | 'input';
@@ -245,7 +243,7 @@ function randomRect(rng: Rng, like: Rect, size: [number, number]): Rect {
 }
 
 /** The input with a rectangle set to 0 (the dataset mean), written into `out` at `offset`. */
-function occludeInto(input: Float32Array, shape: readonly number[], rect: Rect, out: Float32Array, offset: number): void {
+export function occludeInto(input: Float32Array, shape: readonly number[], rect: Rect, out: Float32Array, offset: number): void {
   const [C, H, W] = shape;
   out.set(input, offset);
   for (let c = 0; c < C; c++) {
@@ -337,58 +335,3 @@ export async function correspondence(engine: Engine, images: CorrespondenceImage
 }
 
 // ---------------------------------------------------------------- output
-
-function cell(d: LayerDelta): string {
-  const spread = d.drawStd ?? d.pairStd;
-  return `${d.delta.toFixed(3)} ± ${spread.toFixed(3)}`;
-}
-
-/** Table 1 in Markdown, with the definitions a reader needs to compare it with the paper. */
-export function correspondenceMarkdown(r: CorrespondenceResult, layerTitle: (l: string) => string = (l) => l): string {
-  const lines = [
-    `| occlusion location | ${r.layers.map((l) => `Δ ${layerTitle(l)}`).join(' | ')} |`,
-    `|---|${r.layers.map(() => '---').join('|')}|`,
-    ...r.rows.map((row) => `| ${row.name} | ${r.layers.map((l) => cell(row.layers[l])).join(' | ')} |`),
-    '',
-    `${r.images.length} images (${r.images.length * (r.images.length - 1) / 2} pairs); occluder: the dataset mean (0 input).`,
-    'Δ = mean over image pairs of the Hamming distance between sign(ε_i) and sign(ε_j), as a fraction of the feature length;',
-    'ε_i = f(x_i) − f(occluded x_i); signs −1/0/+1, so units unchanged in both images agree.',
-    `± for parts: standard deviation of the pair distances; for random rows: standard deviation of Δ over ${r.draws} draws`,
-    `(seed ${r.seed}; regions of the parts' sizes at uniform positions). Population standard deviations (÷ n).`,
-    '',
-  ];
-  return lines.join('\n');
-}
-
-function outlined(img: RgbImage, rect: Rect, factor: number): RgbImage {
-  const out = { ...img, data: img.data.slice() };
-  const [y0, x0, y1, x1] = rect.map((v) => v * factor);
-  const set = (y: number, x: number) => {
-    if (y < 0 || x < 0 || y >= out.height || x >= out.width) return;
-    out.data.set([255, 0, 255], (y * out.width + x) * 3);
-  };
-  for (let x = x0 - 1; x <= x1; x++) [y0 - 1, y1].forEach((y) => set(y, x));
-  for (let y = y0 - 1; y <= y1; y++) [x0 - 1, x1].forEach((x) => set(y, x));
-  return out;
-}
-
-/** A row per image: the original, then each part and the first draw of each random row occluded, outlined in magenta. */
-export async function correspondenceFigure(images: CorrespondenceImage[], r: CorrespondenceResult, model: Pick<Model, 'input' | 'preprocess'>): Promise<RgbImage> {
-  const cells: RgbImage[] = [];
-  const show = (t: Tensor) => {
-    const img = toChannels(inputToImage(t, model.preprocess), 3);
-    const factor = displayFactor(img, 128);
-    return { img: upscale(img, factor), factor };
-  };
-  for (const [i, im] of images.entries()) {
-    cells.push(await label(show(im.input).img, im.name, { fontSize: 11 }));
-    for (const row of r.rows) {
-      const rect = row.rects[0][i];
-      const occluded = tensor([...im.input.shape]);
-      occludeInto(im.input.data, im.input.shape.slice(1), rect, occluded.data, 0);
-      const { img, factor } = show(occluded);
-      cells.push(await label(outlined(img, rect, factor), row.kind === 'random' ? `${row.name}, draw 1` : row.name, { fontSize: 11 }));
-    }
-  }
-  return grid(cells, r.rows.length + 1, { gap: 6, background: [255, 255, 255] });
-}

@@ -1,14 +1,18 @@
 // `convscope invariance` (Fig. 5) and `convscope correspond` (Table 1): parse options, call the analyses, write files.
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { correspondence, correspondenceFigure, correspondenceMarkdown, datasetPartsSet, loadPartsSet, paperLayers57, parseParts, prepareImages, PARTS_SCHEMA, type CorrespondenceImage, type Rect } from '../analysis/correspondence.js';
-import { DISTANCE_LEGEND, FILL_LEGEND, invarianceCsv, invarianceCurves, invarianceFigure, meanCurves, outputLayer, paperLayers, paperSweeps, type NamedResult, type Sweep } from '../analysis/invariance.js';
+import { correspondence, datasetPartsSet, loadPartsSet, paperLayers57, parseParts, prepareImages, PARTS_SCHEMA, type CorrespondenceImage } from '../analysis/correspondence.js';
+import { correspondenceFiles } from '../report/correspondence.js';
+import type { Rect } from '../util/rect.js';
+import { compactJson } from '../util/json.js';
+import { invarianceCurves, meanCurves, outputLayer, paperLayers, paperSweeps, type NamedResult, type Sweep } from '../analysis/invariance.js';
+import { invarianceFiles } from '../report/invariance.js';
+import { writeOutputs } from '../report/files.js';
 import { decodeImage, fitImage, imageToInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
 import type { Model } from '../model/layers.js';
 import { encodePng } from '../render/figure.js';
 import type { Tensor } from '../tensor.js';
-import { writeFileAtomic } from '../util/fs.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
 import { DATA_OPTIONS, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 
@@ -57,15 +61,6 @@ function classIndex(text: string, names: string[] | undefined, classes: number):
   if (text.trim() !== '' && Number.isInteger(n) && n >= 0 && n < classes) return n;
   const known = names ? `: ${names.join(', ')}` : '';
   throw new UsageError(`unknown class '${text}'; give an index 0..${classes - 1} or a class name${known}`);
-}
-
-/** Files are encoded in memory first and written together, so that a failure leaves no partial output. */
-function writeAll(dir: string, files: Map<string, Uint8Array | string>): void {
-  for (const [file, data] of files) writeFileAtomic(join(dir, file), data);
-}
-
-function json(v: unknown): string {
-  return `${JSON.stringify(v, (_, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 1).replace(/\[[-\d.,\s\w]*\]/g, (a) => a.replace(/\s+/g, ''))}\n`;
 }
 
 interface LabelledInput {
@@ -136,18 +131,9 @@ export const invarianceCommand: Command = {
         sources.push(given ? 'given' : label !== undefined ? 'dataset label' : 'predicted');
         results.push({ name, result: await invarianceCurves(engine, input, trueClass, { layers, sweeps, batch }) });
       }
-      const className = (c: number) => model.classes?.[c] ?? String(c);
       const title = titler(paper ? { [paper[0]]: 'layer 1', [paper[1]]: 'layer 7' } : {});
       const mean = meanCurves(results.map((r) => r.result));
-      const files = new Map<string, Uint8Array | string>();
-      files.set('invariance.csv', invarianceCsv(results, layers, className));
-      files.set('invariance.png', await encodePng(await invarianceFigure(results, inputs[0].input, model, layers, title, sweeps)));
-      files.set('invariance.json', json({
-        model: model.name, layers, distance: DISTANCE_LEGEND, fill: FILL_LEGEND, translate: 'vertical, input pixels, + = down', rotate: 'degrees, counter-clockwise',
-        sweeps, images: results.map((r, i) => ({ name: r.name, trueClass: className(r.result.trueClass), classSource: sources[i], predicted: className(r.result.predicted) })),
-        mean, perImage: results.map((r) => ({ name: r.name, curves: r.result.curves })),
-      }));
-      writeAll(dir, files);
+      writeOutputs(dir, await invarianceFiles({ model, layers, sweeps, results, classSources: sources, exampleInput: inputs[0].input, layerTitle: title }));
       const summary = mean.map((c) => {
         const range = `${c.kind} ${c.amounts[0]}..${c.amounts[c.amounts.length - 1]}`;
         const distances = layers.map((l) => `${l} ${Math.max(...c.distance[l]).toFixed(3)}`).join(', ');
@@ -178,7 +164,7 @@ async function correspondenceImages(o: Options, model: Model): Promise<{ images:
       set.set(join('set', file), await encodePng(it.image));
       parts[file] = it.parts;
     }
-    set.set(join('set', 'parts.json'), json({ coordinates: 'image', images: parts }));
+    set.set(join('set', 'parts.json'), compactJson({ coordinates: 'image', images: parts }));
     return { images: prepareImages(items, 'image', model), set };
   }
   if (dirArg === undefined || partsArg === undefined) throw new UsageError('give --images DIR and --parts parts.json, or --data');
@@ -228,12 +214,8 @@ export const correspondCommand: Command = {
     try {
       const result = await correspondence(engine, images, { layers, draws, seed, batch });
       const title = titler(paper ? { [paper[0]]: 'layer 5', [paper[1]]: 'layer 7' } : {});
-      const markdown = correspondenceMarkdown(result, title);
-      const files = new Map<string, Uint8Array | string>(set);
-      files.set('correspondence.md', markdown);
-      files.set('correspondence.json', json({ model: model.name, fill: 'dataset mean (0 input)', normalisation: 'Hamming distance / feature length, averaged over image pairs', ...result }));
-      files.set('correspondence.png', await encodePng(await correspondenceFigure(images, result, model)));
-      writeAll(dir, files);
+      const { files, markdown } = await correspondenceFiles(model, images, result, title);
+      writeOutputs(dir, new Map([...(set ?? []), ...files]));
       process.stdout.write(`${markdown}wrote correspondence.md, correspondence.json, correspondence.png${set ? ' and set/' : ''} to ${dir}/\n`);
     } finally {
       await engine.dispose();

@@ -1,0 +1,39 @@
+// The files of `convscope correspond`: Table 1 as Markdown, the numbers as JSON, the occluded images as a PNG.
+import type { CorrespondenceImage, CorrespondenceResult, LayerDelta } from '../analysis/correspondence.js';
+import type { Model } from '../model/layers.js';
+import { correspondenceFigure } from '../render/correspondence.js';
+import { encodePng } from '../render/figure.js';
+import { compactJson } from '../util/json.js';
+import type { OutputFiles } from './files.js';
+
+function cell(d: LayerDelta): string {
+  const spread = d.drawStd ?? d.pairStd;
+  return `${d.delta.toFixed(3)} ± ${spread.toFixed(3)}`;
+}
+
+/** Table 1 in Markdown, with the definitions a reader needs to compare it with the paper. */
+export function correspondenceMarkdown(r: CorrespondenceResult, layerTitle: (l: string) => string = (l) => l): string {
+  const lines = [
+    `| occlusion location | ${r.layers.map((l) => `Δ ${layerTitle(l)}`).join(' | ')} |`,
+    `|---|${r.layers.map(() => '---').join('|')}|`,
+    ...r.rows.map((row) => `| ${row.name} | ${r.layers.map((l) => cell(row.layers[l])).join(' | ')} |`),
+    '',
+    `${r.images.length} images (${r.images.length * (r.images.length - 1) / 2} pairs); occluder: the dataset mean (0 input).`,
+    'Δ = mean over image pairs of the Hamming distance between sign(ε_i) and sign(ε_j), as a fraction of the feature length;',
+    'ε_i = f(x_i) − f(occluded x_i); signs −1/0/+1, so units unchanged in both images agree.',
+    `± for parts: standard deviation of the pair distances; for random rows: standard deviation of Δ over ${r.draws} draws`,
+    `(seed ${r.seed}; regions of the parts' sizes at uniform positions). Population standard deviations (÷ n).`,
+    '',
+  ];
+  return lines.join('\n');
+}
+
+export async function correspondenceFiles(model: Model, images: CorrespondenceImage[], result: CorrespondenceResult, layerTitle: (l: string) => string): Promise<{ files: OutputFiles; markdown: string }> {
+  const markdown = correspondenceMarkdown(result, layerTitle);
+  const files: OutputFiles = new Map<string, Uint8Array | string>([
+    ['correspondence.md', markdown],
+    ['correspondence.json', compactJson({ model: model.name, fill: 'dataset mean (0 input)', normalisation: 'Hamming distance / feature length, averaged over image pairs', ...result })],
+    ['correspondence.png', await encodePng(await correspondenceFigure(images, result, model))],
+  ]);
+  return { files, markdown };
+}
