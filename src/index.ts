@@ -29,6 +29,7 @@ export { filterImages, filterReport, highFrequencyShare, layerActivity } from '.
 export { compareArchitectures } from './analysis/architecture.js';
 export { occlusionMaps, localisationScore } from './analysis/occlusion.js';
 export { correspondence, parseParts } from './analysis/correspondence.js';
-export { runProbe, fitLogisticRegression, extractFeatures } from './analysis/probe.js';
+export { runProbe, extractFeatures } from './analysis/probe.js';
+export { fitLogisticRegression } from './train/logistic.js';
 export { ablateModel, runAblations } from './analysis/ablate.js';
 export { buildReport } from './report/report.js';

@@ -6,10 +6,11 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ablateModel, ablationMarkdown, randomlyInitialised, runAblations } from '../src/analysis/ablate.js';
-import {
-  accuracyOf, fitLogisticRegression, minimizeLbfgs, poolFeatures, pooledShape, predictClasses, probeSplits, runProbe,
-} from '../src/analysis/probe.js';
+import { ablateModel, randomlyInitialised, runAblations } from '../src/analysis/ablate.js';
+import { ablationMarkdown } from '../src/report/ablate.js';
+import { poolFeatures, pooledShape, probeSplits, runProbe } from '../src/analysis/probe.js';
+import { minimizeLbfgs } from '../src/train/lbfgs.js';
+import { accuracyOf, fitLogisticRegression, predictClasses } from '../src/train/logistic.js';
 import { filterClasses, parseClassList, splitClassSpec } from '../src/data/filter.js';
 import { openShapes, SHAPE_CLASSES } from '../src/data/shapes.js';
 import { Engine } from '../src/engine/engine.js';

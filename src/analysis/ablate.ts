@@ -9,7 +9,7 @@ import { inferShapes } from '../model/shapes.js';
 import { initWeights, type InitScheme } from '../model/zoo.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import type { LrSchedule } from '../train/optimizer.js';
-import { PAPER_TRAINING, evaluateDataset, train, type TrainConfig } from '../train/trainer.js';
+import { PAPER_TRAINING, evaluateDataset, train, type TrainConfig, type TrainRunOptions } from '../train/trainer.js';
 
 const hasWeights = (l: Layer): boolean => l.type === 'conv2d' || l.type === 'linear';
 
@@ -170,7 +170,12 @@ async function accuracy(model: Model, ds: Dataset): Promise<number> {
  * the trainer's SGD (the model's own preprocessing kept), their accuracy on `valSet` before and after. Each run's
  * files go to `outDir/<row name>/`.
  */
-export async function runAblations(model: Model, trainSet: Dataset, valSet: Dataset, config: AblationConfig, run: { outDir: string; log?: (line: string) => void }): Promise<AblationResult> {
+export async function runAblations(model: Model, trainSet: Dataset, valSet: Dataset, config: AblationConfig, run: {
+  outDir: string;
+  log?: (line: string) => void;
+  /** Per retrained model: the trainer's progress and epoch hooks (the CLI draws bars and writes curves with them). */
+  onRun?: (name: string, dir: string) => Pick<TrainRunOptions, 'onProgress' | 'onEpoch'>;
+}): Promise<AblationResult> {
   const log = run.log ?? (() => {});
   if (!(Number.isInteger(config.epochs) && config.epochs >= 1)) throw new Error(`ablation: epochs must be a positive integer, got ${config.epochs}`);
   const training: TrainConfig = {
@@ -188,7 +193,7 @@ export async function runAblations(model: Model, trainSet: Dataset, valSet: Data
     const outDir = join(run.outDir, v.name);
     log(`${v.name}: ${(100 * before).toFixed(1)}% before retraining; ${config.epochs} epochs of SGD in ${outDir}`);
     const began = Date.now();
-    const trained = await train(start, trainSet, valSet, training, { outDir, log });
+    const trained = await train(start, trainSet, valSet, training, { outDir, log, ...run.onRun?.(v.name, outDir) });
     const infos = inferShapes(trained.model);
     rows.push({
       name: v.name,
@@ -203,34 +208,4 @@ export async function runAblations(model: Model, trainSet: Dataset, valSet: Data
     });
   }
   return { model: model.name, train: trainSet.name, validation: valSet.name, config, rows };
-}
-
-function scheduleText(s: LrSchedule): string {
-  switch (s.kind) {
-    case 'constant':
-      return '';
-    case 'step':
-      return ` x${s.gamma} every ${s.every} epochs`;
-    case 'manual':
-      return `, ${Object.entries(s.at).map(([e, lr]) => `${lr} from epoch ${e}`).join(', ')}`;
-  }
-}
-
-/** Table 3's layout: one row per model, top-1 error in % (the paper gives top-5 error of 1000 classes). */
-export function ablationMarkdown(r: AblationResult): string {
-  const c = r.config;
-  const how = c.start === 'trained'
-    ? 'kept layers start from the trained weights, re-initialised layers from He init'
-    : 'every model starts from He init';
-  const lines = [
-    `Ablation of ${r.model}: each model retrained ${c.epochs} epoch${c.epochs === 1 ? '' : 's'} on ${r.train} ` +
-      `(SGD, lr ${c.lr}${scheduleText(c.schedule)}, batch ${c.batchSize}, seed ${c.seed}; ${how}); top-1 error on ${r.validation}.`,
-    '',
-    `| model | removed | re-initialised | conv+fc layers | parameters | error before retraining (%) | error after ${c.epochs} epoch${c.epochs === 1 ? '' : 's'} (%) |`,
-    '|---|---|---|---|---|---|---|',
-    ...r.rows.map((row) =>
-      `| ${row.name} | ${row.removed.join(', ') || '-'} | ${row.reinitialised.join(', ') || '-'} | ${row.weightLayers} | ${row.params.toLocaleString('en-US')} | ` +
-        `${(100 * (1 - row.before)).toFixed(1)} | ${(100 * (1 - row.after)).toFixed(1)} |`),
-  ];
-  return `${lines.join('\n')}\n`;
 }

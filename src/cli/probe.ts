@@ -1,16 +1,18 @@
 // `convscope probe` and `convscope ablate`: parse options, call src/analysis/probe.ts and ablate.ts, write the tables.
-import { join } from 'node:path';
 import { skippedSummary } from '../data/batches.js';
 import type { Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
 import type { Model } from '../model/layers.js';
-import { encodePng } from '../render/figure.js';
 import { parseSchedule } from '../train/optimizer.js';
-import { writeFileAtomic } from '../util/fs.js';
-import { ablationMarkdown, randomlyInitialised, runAblations } from '../analysis/ablate.js';
-import { probeMarkdown, probePlot, runProbe, type LabelledProbe } from '../analysis/probe.js';
+import { randomlyInitialised, runAblations } from '../analysis/ablate.js';
+import { ablationFiles } from '../report/ablate.js';
+import { writeTrainingCurves } from '../report/training.js';
+import { runProbe, type LabelledProbe } from '../analysis/probe.js';
+import { writeOutputs } from '../report/files.js';
+import { probeFiles } from '../report/probe.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
 import { MODEL_OPTIONS, modelFrom } from './options.js';
+import { Progress } from './progress.js';
 
 const DATA_PATH: Record<string, OptionSpec> = {
   'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
@@ -80,11 +82,8 @@ export const probeCommand: Command = {
     log(`probing ${model.name}: train ${trainSet.name}, test ${testSet.name}, layers ${options.layers.join(',')}`);
     const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(model, trainSet, testSet, options) }];
     if (o.flag('baseline')) runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(model, seed), trainSet, testSet, options) });
-    const markdown = probeMarkdown(runs);
-    const png = await encodePng(await probePlot(runs, `Linear probes: ${model.name} -> ${testSet.name}`));
-    writeFileAtomic(join(out, 'probe.json'), `${JSON.stringify({ runs }, null, 1)}\n`);
-    writeFileAtomic(join(out, 'probe.md'), markdown);
-    writeFileAtomic(join(out, 'probe.png'), png);
+    const { files, markdown } = await probeFiles(runs, `Linear probes: ${model.name} -> ${testSet.name}`);
+    writeOutputs(out, files);
     const skipped = runs[0].result.skipped;
     if (skipped.length) log(skippedSummary(skipped));
     process.stdout.write(`${markdown}\nwrote probe.md, probe.json and probe.png to ${out}/\n`);
@@ -126,10 +125,15 @@ export const ablateCommand: Command = {
       schedule: parseSchedule(o.string('schedule', 'constant')),
       batchSize: o.int('batch-size', 64, 1),
       seed: o.int('seed', 0),
-    }, { outDir: out, log });
-    const markdown = ablationMarkdown(result);
-    writeFileAtomic(join(out, 'ablation.json'), `${JSON.stringify(result, null, 1)}\n`);
-    writeFileAtomic(join(out, 'ablation.md'), markdown);
+    }, {
+      outDir: out, log,
+      onRun: (name, dir) => ({
+        onProgress: new Progress(`retrain ${name}`, 0, 'batches').report,
+        onEpoch: (_, history) => writeTrainingCurves(dir, `${name} on ${trainSet.name}`, history),
+      }),
+    });
+    const { files, markdown } = ablationFiles(result);
+    writeOutputs(out, files);
     process.stdout.write(`${markdown}\nwrote ablation.md and ablation.json to ${out}/\n`);
   },
 };
