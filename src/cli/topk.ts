@@ -9,7 +9,7 @@ import { Engine } from '../engine/engine.js';
 import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { writeTopk } from '../report/topk.js';
 import { fileCheckpoint } from '../util/checkpoint.js';
-import { Progress } from '../util/progress.js';
+import { Progress } from './progress.js';
 import { UsageError, type Options, type Command } from './args.js';
 
 /** The paper's Fig. 2 uses the validation set; IDX data has none, so its test set stands in. */
