@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { batches, computeChannelMean, computeMeanImage, type Batch, type BatchOptions } from '../src/data/batches.js';
+import { batches, type Batch, type BatchOptions } from '../src/data/batches.js';
+import { computeChannelMean, computeMeanImage } from '../src/data/pixel-stats.js';
 import { seededPermutation, type Dataset, type Item } from '../src/data/dataset.js';
 import { fitImage, imageToInput, type RgbImage } from '../src/data/image.js';
 import { openShapes } from '../src/data/shapes.js';

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { batches, skippedSummary } from '../src/data/batches.js';
-import { FASHION_MNIST_DIR, openDataset, seededPermutation, splitIndices, type Box } from '../src/data/dataset.js';
+import { FASHION_MNIST_DIR, openDataset, seededPermutation, splitIndices } from '../src/data/dataset.js';
+import type { Rect } from '../src/util/rect.js';
 import { openImageFolder } from '../src/data/folder.js';
 import { parseIdx } from '../src/data/idx.js';
 import type { RgbImage } from '../src/data/image.js';
@@ -21,8 +22,8 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Tight box of the pixels where two images differ, end-exclusive; undefined if none. */
-function diffBox(a: RgbImage, b: RgbImage): Box | undefined {
-  let box: Box | undefined;
+function diffBox(a: RgbImage, b: RgbImage): Rect | undefined {
+  let box: Rect | undefined;
   for (let y = 0; y < a.height; y++) {
     for (let x = 0; x < a.width; x++) {
       const o = (y * a.width + x) * 3;
@@ -34,7 +35,7 @@ function diffBox(a: RgbImage, b: RgbImage): Box | undefined {
 }
 
 /** Mean absolute difference between vertical and horizontal neighbours over a box's inner part (all channels). */
-function gradients(img: RgbImage, box: Box): { dy: number; dx: number } {
+function gradients(img: RgbImage, box: Rect): { dy: number; dx: number } {
   const [y0, x0, y1, x1] = box;
   const my = Math.ceil((y1 - y0) / 6), mx = Math.ceil((x1 - x0) / 6);
   let dy = 0, dx = 0, n = 0;

@@ -6,7 +6,6 @@
 // positions; dropping would give 22 x 22 = 484 and never occlude the last 6 rows and columns).
 import { IncrementalRunner, channelSum, channelSums, planIncremental, type LayerBatch } from '../engine/incremental.js';
 import type { Engine } from '../engine/engine.js';
-import type { Box as ObjectBox } from '../data/dataset.js';
 import type { Rect } from '../util/rect.js';
 import type { Model, Pair } from '../model/layers.js';
 import { batchItem, sizeOf, tensor, type Tensor } from '../tensor.js';
@@ -390,7 +389,7 @@ export interface LocalisationScore {
   score: number;
   /** Chance level: the mean share of grid positions whose occluder centre lies in the box. */
   chance: number;
-  perImage: { name: string; hit: boolean; minimum: [number, number]; box: ObjectBox }[];
+  perImage: { name: string; hit: boolean; minimum: [number, number]; box: Rect }[];
 }
 
 /**
@@ -399,7 +398,7 @@ export interface LocalisationScore {
  */
 export async function localisationScore(
   engine: Engine,
-  items: { input: Tensor; label: number; box: ObjectBox; name: string }[],
+  items: { input: Tensor; label: number; box: Rect; name: string }[],
   options: Pick<OcclusionOptions, 'window' | 'stride' | 'fill' | 'batch'> & { onProgress?: OnProgress } = {},
 ): Promise<LocalisationScore> {
   const perImage: LocalisationScore['perImage'] = [];

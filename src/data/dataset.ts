@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Rect } from '../util/rect.js';
 import { openImageFolder } from './folder.js';
 import { findIdxPair, openFashionMnist, openIdxDataset } from './idx.js';
 import type { RgbImage } from './image.js';
@@ -14,8 +15,6 @@ export { openShapes, renderShape, SHAPE_CLASSES, type ShapesOptions } from './sh
 export type Split = 'train' | 'val' | 'test';
 export const SPLITS: readonly Split[] = ['train', 'val', 'test'];
 
-/** An object's bounding box in its image's pixel coordinates: [y0, x0, y1, x1], end-exclusive. */
-export type Box = [number, number, number, number];
 
 export interface Item {
   /** Always `dataset.channels` channels. */
@@ -23,7 +22,8 @@ export interface Item {
   label: number;
   /** Human-readable and unique within the dataset, e.g. `cat/001.jpg` or `train/123`. */
   name: string;
-  box?: Box;
+  /** The object's bounding box in the image's pixels. */
+  box?: Rect;
 }
 
 /**

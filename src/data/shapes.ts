@@ -1,5 +1,6 @@
 import { Rng } from '../util/random.js';
-import type { Box, Dataset, Item, Split } from './dataset.js';
+import type { Rect } from '../util/rect.js';
+import type { Dataset, Item, Split } from './dataset.js';
 import type { RgbImage } from './image.js';
 import { checkIndex, mixSeed } from './split.js';
 
@@ -50,7 +51,7 @@ const STRIPE_CONTRAST = 100;
 export interface ShapeSample {
   image: RgbImage;
   label: number;
-  box: Box;
+  box: Rect;
   name: string;
   /** The same image without the object (only when asked for): its pixels differ exactly inside the object. */
   background?: RgbImage;
@@ -227,12 +228,12 @@ function drawBackground(rng: Rng, S: number): Background {
 }
 
 /** Per-pixel coverage (0..1) of the object's two colours, from SUPERSAMPLE^2 samples per pixel, and its tight box. */
-function rasterize(shape: Shape, cx: number, cy: number, r: number, S: number): { a: Float32Array; b: Float32Array; box: Box } {
+function rasterize(shape: Shape, cx: number, cy: number, r: number, S: number): { a: Float32Array; b: Float32Array; box: Rect } {
   const a = new Float32Array(S * S), b = new Float32Array(S * S);
   const cos = Math.cos(shape.theta), sin = Math.sin(shape.theta);
   const x0 = Math.max(0, Math.floor(cx - r)), x1 = Math.min(S, Math.ceil(cx + r));
   const y0 = Math.max(0, Math.floor(cy - r)), y1 = Math.min(S, Math.ceil(cy + r));
-  const box: Box = [S, S, 0, 0];
+  const box: Rect = [S, S, 0, 0];
   const n = SUPERSAMPLE * SUPERSAMPLE;
   for (let py = y0; py < y1; py++) {
     for (let px = x0; px < x1; px++) {
@@ -348,7 +349,7 @@ export function openShapes(opts: ShapesOptions = {}, split: Split = 'train'): Da
     item: async (i: number): Promise<Item> => {
       checkIndex(ds, i);
       // Copies in and out, so that a caller that draws on its item cannot change the cached picture.
-      const copy = (item: Item): Item => ({ ...item, image: { ...item.image, data: item.image.data.slice() }, box: [...item.box!] as Box });
+      const copy = (item: Item): Item => ({ ...item, image: { ...item.image, data: item.image.data.slice() }, box: [...item.box!] as Rect });
       const hit = rendered.get(i);
       if (hit) return copy(hit);
       const s = renderShape(o.seed, split, i, o);

@@ -2,7 +2,9 @@
 // renormalisation, snapshots at chosen epochs, and checkpoints that resume to the same weights.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { batches, computePixelStats, seededPermutation, type Augment } from '../data/batches.js';
+import type { Augment } from '../data/augment.js';
+import { batches, seededPermutation } from '../data/batches.js';
+import { computePixelStats } from '../data/pixel-stats.js';
 import { mixSeed, type Dataset, type Skipped } from '../data/dataset.js';
 import { Engine } from '../engine/engine.js';
 import { logitsLayer } from '../engine/graphs.js';
