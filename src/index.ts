@@ -26,7 +26,7 @@ export { writeTopk } from './report/topk.js';
 export { fileCheckpoint, type CheckpointStore } from './util/checkpoint.js';
 export { featureEvolution, loadSnapshots } from './analysis/evolution.js';
 export { invarianceCurves } from './analysis/invariance.js';
-export { filterImages, filterReport, highFrequencyShare, layerActivity } from './analysis/filters.js';
+export { filterReport, highFrequencyShare, layerActivity } from './analysis/filters.js';
 export { compareArchitectures } from './analysis/architecture.js';
 export { occlusionMaps, localisationScore } from './analysis/occlusion.js';
 export { correspondence, parseParts } from './analysis/correspondence.js';

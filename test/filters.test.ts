@@ -1,7 +1,8 @@
 // Architecture-selection measures: spectral energy share against a direct 2-D DFT, filter images, dead maps.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { filterImages, highFrequencyShare, layerActivity } from '../src/analysis/filters.js';
+import { highFrequencyShare, layerActivity } from '../src/analysis/filters.js';
+import { filterImages } from '../src/render/architecture.js';
 import { imageToInput } from '../src/data/image.js';
 import { openShapes } from '../src/data/shapes.js';
 import { Engine } from '../src/engine/engine.js';

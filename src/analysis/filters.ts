@@ -2,7 +2,6 @@
 // dead, how much of the filters' energy sits at high frequencies (aliasing from large strides), how sparse maps are.
 import { batches } from '../data/batches.js';
 import type { Dataset, Skipped } from '../data/dataset.js';
-import type { RgbImage } from '../data/image.js';
 import type { Engine } from '../engine/engine.js';
 import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
@@ -10,40 +9,6 @@ import type { OnProgress } from '../util/progress.js';
 
 /** A feature map counts as dead when it is active (some unit > 0) on fewer than this share of images. */
 export const DEAD_THRESHOLD = 0.01;
-
-/**
- * Each filter of a conv layer as a small image, contrast-stretched on its own (min -> 0, max -> 255) as in the
- * paper's filter figures. Three input channels show as colour, others as the mean over channels in grey.
- */
-export function filterImages(model: Model, layer: string): RgbImage[] {
-  const w = model.weights.get(`${layer}.weight`);
-  if (!w || w.shape.length !== 4) throw new Error(`layer '${layer}' has no conv filters`);
-  const [out, inC, kh, kw] = w.shape;
-  const colour = inC === 3;
-  const images: RgbImage[] = [];
-  for (let f = 0; f < out; f++) {
-    const base = f * inC * kh * kw;
-    const px = (c: number, p: number) => w.data[base + c * kh * kw + p];
-    const values = new Float32Array((colour ? 3 : 1) * kh * kw);
-    for (let p = 0; p < kh * kw; p++) {
-      if (colour) for (let c = 0; c < 3; c++) values[p * 3 + c] = px(c, p);
-      else {
-        let s = 0;
-        for (let c = 0; c < inC; c++) s += px(c, p);
-        values[p] = s / inC;
-      }
-    }
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (const v of values) {
-      lo = Math.min(lo, v);
-      hi = Math.max(hi, v);
-    }
-    const span = hi - lo || 1;
-    images.push({ width: kw, height: kh, channels: colour ? 3 : 1, data: Uint8Array.from(values, (v) => Math.round((255 * (v - lo)) / span)) });
-  }
-  return images;
-}
 
 /**
  * Share of a filter's spectral energy above half the Nyquist frequency (|f| > 0.25 cycles/pixel on either axis),
@@ -195,15 +160,4 @@ export async function filterReport(engine: Engine, dataset: Dataset, options: { 
     };
   });
   return { rows, images, skipped };
-}
-
-export function filterTableMarkdown(model: string, rows: ConvLayerReport[], images: number): string {
-  const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
-  return [
-    `${model}, activity over ${images} images`,
-    '',
-    '| layer | kernel / stride | maps | dead (< 1% of images) | zero units | energy above half Nyquist |',
-    '|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.conv} | ${r.kernel} / ${r.stride} | ${r.features} | ${r.dead} | ${pct(r.sparsity)} | ${pct(r.highFrequency)} |`),
-  ].join('\n');
 }

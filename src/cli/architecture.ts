@@ -1,14 +1,13 @@
 // `convscope filters` and `convscope compare-arch` (paper Fig. 6): parse options, call the library, write files.
 import { join } from 'node:path';
 import { compareArchitectures } from '../analysis/architecture.js';
-import { filterImages, filterReport, filterTableMarkdown } from '../analysis/filters.js';
+import { filterReport, type ConvLayerReport } from '../analysis/filters.js';
 import { Engine } from '../engine/engine.js';
 import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
-import { architectureFigure, filterGrid } from '../render/architecture.js';
-import { encodePng, label } from '../render/figure.js';
+import { compareArchFiles, filterFiles } from '../report/architecture.js';
+import { writeOutputs } from '../report/files.js';
 import { paperSnapshotEpochs } from '../train/optimizer.js';
 import { PAPER_TRAINING, readTrainConfig } from '../train/trainer.js';
-import { writeFileAtomic } from '../util/fs.js';
 import { writeTrainingCurves } from '../report/training.js';
 import { Progress } from './progress.js';
 import type { Command } from './args.js';
@@ -26,25 +25,21 @@ export const filtersCommand: Command = {
   async run(o) {
     const model = modelFrom(o);
     const out = o.string('out', join('convscope-out', 'filters'));
-    const first = model.layers.find((l) => l.type === 'conv2d');
-    if (!first) throw new Error(`model ${model.name} has no conv layer`);
-    const grid = await label(filterGrid(filterImages(model, first.name)), `${model.name} ${first.name} filters`, { position: 'top', fontSize: 15 });
-    const files = new Map<string, Uint8Array | string>([[`${first.name}-filters.png`, await encodePng(grid)]]);
+    let activity: { data: string; rows: ConvLayerReport[]; images: number } | undefined;
     if (o.has('data')) {
       const data = await validationSet(o);
-      const count = o.int('count', data.size, 1);
+      const count = Math.min(o.int('count', data.size, 1), data.size);
       const engine = new Engine(model);
       try {
-        const report = await filterReport(engine, data, { onProgress: new Progress('activity', Math.min(count, data.size), 'images').report, indices: Array.from({ length: Math.min(count, data.size) }, (_, i) => i) });
-        const md = filterTableMarkdown(model.name, report.rows, report.images);
-        files.set('filters.md', `${md}\n`);
-        files.set('filters.json', JSON.stringify({ model: model.name, data: data.name, images: report.images, layers: report.rows }, null, 1));
-        process.stdout.write(`${md}\n`);
+        const report = await filterReport(engine, data, { onProgress: new Progress('activity', count, 'images').report, indices: Array.from({ length: count }, (_, i) => i) });
+        activity = { data: data.name, rows: report.rows, images: report.images };
       } finally {
         await engine.dispose();
       }
     }
-    for (const [name, bytes] of files) writeFileAtomic(join(out, name), bytes);
+    const { files, markdown } = await filterFiles(model, activity);
+    writeOutputs(out, files);
+    if (markdown) process.stdout.write(`${markdown}\n`);
     process.stdout.write(`wrote ${[...files.keys()].map((f) => join(out, f)).join(', ')}\n`);
   },
 };
@@ -87,16 +82,8 @@ export const compareArchCommand: Command = {
       }),
       ...(zfnetRun ? { runs: { 'zfnet-small': zfnetRun } } : {}),
     });
-    const acc = (v: number | undefined) => (v === undefined ? 'n/a' : `${(100 * v).toFixed(1)}%`);
-    const figure = await architectureFigure(results.map((r) => {
-      const conv1 = r.model.layers.find((l) => l.type === 'conv2d')!;
-      const geometry = conv1.type === 'conv2d' ? `${conv1.kernel[0]}x${conv1.kernel[1]} stride ${conv1.stride[0]}` : '';
-      return { title: `${r.name} (conv1 ${geometry}): validation accuracy ${acc(r.valAccuracy)}`, filters: filterImages(r.model, conv1.name), rows: r.rows };
-    }));
-    const md = results.map((r) => `### ${r.name}: validation accuracy ${acc(r.valAccuracy)}\n\n${filterTableMarkdown(r.name, r.rows, r.images)}`).join('\n\n');
-    writeFileAtomic(join(out, 'fig6.png'), await encodePng(figure));
-    writeFileAtomic(join(out, 'compare-arch.md'), `${md}\n`);
-    writeFileAtomic(join(out, 'compare-arch.json'), JSON.stringify(results.map((r) => ({ model: r.name, valAccuracy: r.valAccuracy, history: r.history, layers: r.rows })), null, 1));
-    process.stdout.write(`${md}\n\nwrote ${join(out, 'fig6.png')}, compare-arch.md, compare-arch.json\n`);
+    const { files, markdown } = await compareArchFiles(results);
+    writeOutputs(out, files);
+    process.stdout.write(`${markdown}\n\nwrote ${join(out, 'fig6.png')}, compare-arch.md, compare-arch.json\n`);
   },
 };

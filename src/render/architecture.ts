@@ -1,6 +1,41 @@
 import type { RgbImage } from '../data/image.js';
+import type { Model } from '../model/layers.js';
 import type { ConvLayerReport } from '../analysis/filters.js';
 import { grid, label, upscale, vstack, hstack } from './figure.js';
+
+/**
+ * Each filter of a conv layer as a small image, contrast-stretched on its own (min -> 0, max -> 255) as in the
+ * paper's filter figures. Three input channels show as colour, others as the mean over channels in grey.
+ */
+export function filterImages(model: Model, layer: string): RgbImage[] {
+  const w = model.weights.get(`${layer}.weight`);
+  if (!w || w.shape.length !== 4) throw new Error(`layer '${layer}' has no conv filters`);
+  const [out, inC, kh, kw] = w.shape;
+  const colour = inC === 3;
+  const images: RgbImage[] = [];
+  for (let f = 0; f < out; f++) {
+    const base = f * inC * kh * kw;
+    const px = (c: number, p: number) => w.data[base + c * kh * kw + p];
+    const values = new Float32Array((colour ? 3 : 1) * kh * kw);
+    for (let p = 0; p < kh * kw; p++) {
+      if (colour) for (let c = 0; c < 3; c++) values[p * 3 + c] = px(c, p);
+      else {
+        let s = 0;
+        for (let c = 0; c < inC; c++) s += px(c, p);
+        values[p] = s / inC;
+      }
+    }
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const v of values) {
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+    const span = hi - lo || 1;
+    images.push({ width: kw, height: kh, channels: colour ? 3 : 1, data: Uint8Array.from(values, (v) => Math.round((255 * (v - lo)) / span)) });
+  }
+  return images;
+}
 
 /** conv1's filters as a grid, each contrast-stretched on its own and enlarged to about `cell` pixels. */
 export function filterGrid(filters: RgbImage[], cell = 44, cols = 8): RgbImage {

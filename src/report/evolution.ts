@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { EvolutionResult } from '../analysis/evolution.js';
 import { evolutionFigure } from '../render/evolution.js';
 import { encodePng } from '../render/figure.js';
+import { compactJson } from '../util/json.js';
 import { writeFileAtomic } from '../util/fs.js';
 
 /** Writes every file once all are encoded, so that a failed figure leaves no output; returns the files' names. */
@@ -16,7 +17,7 @@ export async function writeEvolution(result: EvolutionResult, outDir: string): P
     medianCorrelation: l.medianCorrelation,
     features: l.tracks.map((t) => ({ feature: t.feature, correlation: t.correlation, top9Overlap: t.top9Overlap, strongest: t.views.map((v) => ({ value: v.entry.value, image: v.name, y: v.entry.y, x: v.entry.x })) })),
   }));
-  files.set('evolution.json', JSON.stringify({ epochs: result.epochs, data: result.data, images: result.images, layers }, null, 1));
+  files.set('evolution.json', compactJson({ epochs: result.epochs, data: result.data, images: result.images, layers }));
   for (const [name, bytes] of files) writeFileAtomic(join(outDir, name), bytes);
   return [...files.keys()];
 }

@@ -13,6 +13,7 @@ import { decodeSafetensors, encodeSafetensors, modelToSafetensors } from '../mod
 import { inferShapes } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { compactJson } from '../util/json.js';
 import type { OnProgress } from '../util/progress.js';
 import { Rng } from '../util/random.js';
 import { learningRate, renormalizeFilters, Sgd, type LrSchedule } from './optimizer.js';
@@ -187,7 +188,7 @@ function saveCheckpoint(dir: string, model: Model, sgd: Sgd, state: Checkpoint):
   // only if the JSON names the step, so the JSON carries the step and is checked against the weights' metadata.
   const step = `${state.epoch}:${state.batch}`;
   writeFileAtomic(join(dir, CHECKPOINT_WEIGHTS), encodeSafetensors(tensors, { step }));
-  writeFileAtomic(join(dir, CHECKPOINT_JSON), JSON.stringify({ ...state, step }, null, 1));
+  writeFileAtomic(join(dir, CHECKPOINT_JSON), compactJson({ ...state, step }));
 }
 
 /** The settings a run in `dir` was started with (from its checkpoint). */
@@ -304,7 +305,7 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
       if (config.snapshotEpochs.includes(epoch)) {
         const path = snapshotPath(snapshotDir, epoch);
         writeFileAtomic(path, modelToSafetensors(model));
-        writeFileAtomic(path.replace(/\.safetensors$/, '.json'), JSON.stringify(entry, null, 1));
+        writeFileAtomic(path.replace(/\.safetensors$/, '.json'), compactJson(entry));
         state.snapshots.push(path);
       }
       Object.assign(state, { epoch: epoch + 1, batch: 0, lossSum: 0, correct: 0, seen: 0, renormalized: 0, elapsed: 0 });
