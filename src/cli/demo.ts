@@ -1,14 +1,38 @@
-// `convscope demo`: the whole paper on one dataset, as the sequence of convscope commands a user could type, then the
-// report. Running the commands themselves keeps the demo and the CLI one code path.
+// `convscope demo`: the whole paper on one dataset, as the library calls a user would make (train, top-9, evolution,
+// invariance, the architecture comparison, occlusion and its localisation score, correspondence), each step's files
+// written by its report/ writer into the run folder's layout, then the HTML report over them.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildReport, RUN_LAYOUT } from '../report/report.js';
+import { compareArchitectures } from '../analysis/architecture.js';
+import { correspondence, datasetPartsSet, paperLayers57, prepareImages } from '../analysis/correspondence.js';
+import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
+import { invarianceCurves, paperLayers, paperSweeps, type NamedResult } from '../analysis/invariance.js';
+import { localisationItems, localisationScore, occlusionMaps } from '../analysis/occlusion.js';
+import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
+import { topkFigureViews } from '../analysis/topk-views.js';
+import type { Dataset } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
-import { encodePng } from '../render/figure.js';
+import { fitImage, imageToInput, loadInput } from '../data/image.js';
+import { Engine } from '../engine/engine.js';
+import type { Model } from '../model/layers.js';
+import { loadModel } from '../model/load.js';
 import { isZooName } from '../model/zoo.js';
+import { encodePng } from '../render/figure.js';
+import { compareArchFiles } from '../report/architecture.js';
+import { correspondenceFiles, partsSetFiles } from '../report/correspondence.js';
+import { writeEvolution } from '../report/evolution.js';
+import { writeOutputs } from '../report/files.js';
+import { invarianceFiles } from '../report/invariance.js';
+import { localisationFiles, occlusionFiles } from '../report/occlusion.js';
+import { buildReport, RUN_LAYOUT } from '../report/report.js';
+import { writeTopk } from '../report/topk.js';
+import { writeTrainingCurves } from '../report/training.js';
+import { paperSnapshotEpochs } from '../train/optimizer.js';
+import { PAPER_TRAINING, readTrainConfig, train, type TrainConfig } from '../train/trainer.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { fileCheckpoint } from '../util/checkpoint.js';
 import { formatSeconds } from '../util/progress.js';
-import { parseOptions, type Command } from './args.js';
+import { Progress } from './progress.js';
 
 export interface DemoSettings {
   out: string;
@@ -28,39 +52,144 @@ export const DEMO_DEFAULTS: DemoSettings = { out: 'convscope-out', data: 'shapes
 /** Small enough for a test: a few hundred images, two epochs. */
 export const DEMO_QUICK: Partial<DemoSettings> = { data: 'shapes:count=192', epochs: 2, scan: 64, occlusions: 1 };
 
-export async function runDemoPipeline(commands: Record<string, Command>, s: DemoSettings, log: (line: string) => void): Promise<string> {
+/** What `convscope train` does with its defaults: the paper's recipe, batch 32, snapshots at the paper's epochs. */
+function demoTraining(epochs: number): TrainConfig {
+  return {
+    ...PAPER_TRAINING, epochs, batchSize: 32, snapshotEpochs: paperSnapshotEpochs(epochs),
+    augment: { randomCrop: 0, cropMode: 'scale', flip: true },
+  };
+}
+
+const firstN = (n: number, size: number) => Array.from({ length: Math.min(n, size) }, (_, i) => i);
+
+/** The paper's layer names for figure titles ("relu1 (layer 1)"), where the model has the paper's sequence. */
+function paperTitles(model: Model, pick: (m: Model) => [string, string], names: [string, string]): (l: string) => string {
+  let layers: [string, string] | undefined;
+  try {
+    layers = pick(model);
+  } catch {
+    layers = undefined;
+  }
+  return (l) => (layers?.[0] === l ? `${l} (${names[0]})` : layers?.[1] === l ? `${l} (${names[1]})` : l);
+}
+
+export async function runDemoPipeline(s: DemoSettings, log: (line: string) => void): Promise<string> {
   const at = (step: keyof typeof RUN_LAYOUT) => join(s.out, RUN_LAYOUT[step]);
   const started = Date.now();
-  const run = async (name: string, args: (string | number)[]) => {
-    const argv = args.map(String);
-    log(`\n== convscope ${name} ${argv.join(' ')}`);
+  const step = async (name: string, body: () => Promise<void>) => {
+    log(`\n== ${name}`);
     const t = Date.now();
-    await commands[name].run(parseOptions(name, argv, commands[name].options));
+    await body();
     log(`== ${name} done in ${formatSeconds((Date.now() - t) / 1000)}`);
   };
+  const open = (split: 'train' | 'val' | 'test') => openFilteredDataset(s.data, { split });
+  // IDX data has no validation split: its test split stands in, as in every command.
+  const validation = (): Promise<Dataset> => open('val').catch(() => open('test'));
   const training = isZooName(s.model);
-  const model = training ? join(at('train'), 'model.safetensors') : s.model;
+  const modelFile = training ? join(at('train'), 'model.safetensors') : s.model;
+
   if (training) {
-    await run('train', ['--model', s.model, '--data', s.data, '--epochs', s.epochs, '--out', at('train')]);
+    await step(`train ${s.model} on ${s.data}, ${s.epochs} epochs`, async () => {
+      const model = loadModel(s.model, { seed: 0, init: 'kaiming' });
+      const [trainSet, valSet] = [await open('train'), await validation()];
+      log(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
+      await train(model, trainSet, valSet, demoTraining(s.epochs), {
+        outDir: at('train'), log, onProgress: new Progress('train', 0, 'batches').report,
+        onEpoch: (_, history) => writeTrainingCurves(at('train'), `${model.name} on ${trainSet.name}`, history),
+      });
+    });
   } else if (!existsSync(s.model)) throw new Error(`model ${s.model} is neither a zoo name nor a file`);
-  await run('topk', ['--model', model, '--data', s.data, '--limit', s.scan, '--out', at('topk')]);
-  if (training) {
-    await run('evolve', ['--snapshots', join(at('train'), 'snapshots'), '--data', s.data, '--count', s.scan, '--features', 6, '--out', at('evolution')]);
+
+  const model = loadModel(modelFile, { seed: 0 });
+  const engine = new Engine(model);
+  try {
+    await step('top-9 per feature map (Fig. 2)', async () => {
+      const ds = await validation();
+      const indices = firstN(s.scan, ds.size);
+      const result = await scanTopk(engine, ds, {
+        layers: resolveTopkLayers(engine), indices, checkpoint: fileCheckpoint(join(at('topk'), 'checkpoint.json')),
+        onProgress: new Progress('topk scan', indices.length, 'images').report,
+      });
+      await writeTopk(topkFigureViews(engine, ds, result, { onProgress: new Progress('topk project', 0, 'units').report }), at('topk'));
+    });
+
+    if (training) {
+      await step('feature evolution (Fig. 4)', async () => {
+        const data = await open('train');
+        const result = await featureEvolution(loadSnapshots(join(at('train'), 'snapshots')), data, {
+          features: 6, seed: 0, indices: firstN(s.scan, data.size), onProgress: (_d, _t, note) => note && log(note),
+        });
+        await writeEvolution(result, at('evolution'));
+      });
+    }
+
+    await step('invariance (Fig. 5)', async () => {
+      const ds = await validation();
+      const [C, H, W] = model.input;
+      const layers = paperLayers(model);
+      const sweeps = paperSweeps(H);
+      const results: NamedResult[] = [];
+      let exampleInput;
+      for (const i of firstN(Math.min(10, s.scan), ds.size)) {
+        const item = await ds.item(i);
+        const input = imageToInput(fitImage(item.image, [H, W], C === 1 ? 1 : 3), model.preprocess);
+        exampleInput ??= input;
+        results.push({ name: item.name, result: await invarianceCurves(engine, input, item.label, { layers, sweeps, batch: 64 }) });
+      }
+      if (!exampleInput) throw new Error(`${ds.name}: no images for the invariance curves`);
+      writeOutputs(at('invariance'), await invarianceFiles({
+        model, layers, sweeps, results, classSources: results.map(() => 'dataset label'), exampleInput,
+        layerTitle: paperTitles(model, paperLayers, ['layer 1', 'layer 7']),
+      }));
+    });
+
+    if (training && s.model === 'zfnet-small') {
+      await step('architecture selection (Fig. 6): alexnet-small beside zfnet-small', async () => {
+        const [trainSet, valSet] = [await open('train'), await validation()];
+        const results = await compareArchitectures(trainSet, valSet, readTrainConfig(at('train')), at('architecture'), {
+          log, activityIndices: firstN(s.scan, valSet.size), runs: { 'zfnet-small': at('train') },
+          onRun: (name, dir) => ({
+            onProgress: new Progress(`training ${name}`, 0, 'batches').report,
+            onEpoch: (_, history) => writeTrainingCurves(dir, `${name} on ${trainSet.name}`, history),
+            onActivityProgress: new Progress('activity', Math.min(s.scan, valSet.size), 'images').report,
+          }),
+        });
+        writeOutputs(at('architecture'), (await compareArchFiles(results)).files);
+      });
+    }
+
+    await step('occlusion (Fig. 7) and its localisation score', async () => {
+      // The held-out images are written as files first and read back as a user's images would be.
+      const held = await validation();
+      for (const i of firstN(s.occlusions, held.size)) {
+        const item = await held.item(i);
+        const file = join(at('occlusion'), 'inputs', `${String(i).padStart(2, '0')}-${held.classes[item.label].replace(/\W+/g, '-')}.png`);
+        writeFileAtomic(file, await encodePng(item.image));
+        const input = await loadInput(file, model);
+        const t = performance.now();
+        const maps = await occlusionMaps(engine, input, { target: item.label, mode: 'paper', onProgress: new Progress('occlude', 0, 'positions').report });
+        const { files, summary } = await occlusionFiles(model, input, maps, (performance.now() - t) / 1000);
+        writeOutputs(join(at('occlusion'), `image-${String(i).padStart(2, '0')}`), files);
+        log(summary);
+      }
+      const items = await localisationItems(held, model, Math.min(50, s.scan));
+      const score = await localisationScore(engine, items, { onProgress: new Progress('score', items.length, 'images').report });
+      const { files, summary } = localisationFiles(model, held.name, score);
+      writeOutputs(at('occlusion'), files);
+      log(summary);
+    });
+
+    await step('correspondence (Table 1)', async () => {
+      const ds = await validation();
+      const items = await datasetPartsSet(ds, 0, 5, 0.5);
+      const images = prepareImages(items, 'image', model);
+      const result = await correspondence(engine, images, { layers: paperLayers57(model), draws: 10, seed: 0, batch: 64 });
+      const { files } = await correspondenceFiles(model, images, result, paperTitles(model, paperLayers57, ['layer 5', 'layer 7']));
+      writeOutputs(at('correspondence'), new Map([...(await partsSetFiles(items)), ...files]));
+    });
+  } finally {
+    await engine.dispose();
   }
-  await run('invariance', ['--model', model, '--data', s.data, '--count', Math.min(10, s.scan), '--out', at('invariance')]);
-  if (training && s.model === 'zfnet-small') {
-    await run('compare-arch', ['--data', s.data, '--zfnet-run', at('train'), '--count', s.scan, '--out', at('architecture')]);
-  }
-  // Fig. 7 on the first few held-out images, each written as a file first, as a user would pass them.
-  const held = await openFilteredDataset(s.data, { split: 'val' }).catch(() => openFilteredDataset(s.data, { split: 'test' }));
-  for (let i = 0; i < Math.min(s.occlusions, held.size); i++) {
-    const item = await held.item(i);
-    const file = join(at('occlusion'), 'inputs', `${String(i).padStart(2, '0')}-${held.classes[item.label].replace(/\W+/g, '-')}.png`);
-    writeFileAtomic(file, await encodePng(item.image));
-    await run('occlude', ['--model', model, '--image', file, '--target', item.label, '--out', join(at('occlusion'), `image-${String(i).padStart(2, '0')}`)]);
-  }
-  await run('occlude', ['--model', model, '--data', s.data, '--score', '--count', Math.min(50, s.scan), '--out', at('occlusion')]);
-  await run('correspond', ['--model', model, '--data', s.data, '--out', at('correspondence')]);
   const report = buildReport(s.out, `convscope report: ${training ? `${s.model} trained on` : s.model + ','} ${s.data}`);
   log(`\nall steps done in ${formatSeconds((Date.now() - started) / 1000)}; open ${report}`);
   return report;

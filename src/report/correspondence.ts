@@ -1,6 +1,9 @@
 // The files of `convscope correspond`: Table 1 as Markdown, the numbers as JSON, the occluded images as a PNG.
 import type { CorrespondenceImage, CorrespondenceResult, LayerDelta } from '../analysis/correspondence.js';
+import { join } from 'node:path';
+import type { RgbImage } from '../data/image.js';
 import type { Model } from '../model/layers.js';
+import type { Rect } from '../util/rect.js';
 import { correspondenceFigure } from '../render/correspondence.js';
 import { encodePng } from '../render/figure.js';
 import { compactJson } from '../util/json.js';
@@ -36,4 +39,20 @@ export async function correspondenceFiles(model: Model, images: CorrespondenceIm
     ['correspondence.png', await encodePng(await correspondenceFigure(images, result, model))],
   ]);
   return { files, markdown };
+}
+
+/**
+ * A parts set drawn from a dataset (its images and their object boxes) in the form `--images DIR --parts FILE` reads,
+ * under set/, so the run can be repeated or edited by hand.
+ */
+export async function partsSetFiles(items: { name: string; image: RgbImage; parts: Record<string, Rect> }[]): Promise<OutputFiles> {
+  const files: OutputFiles = new Map();
+  const parts: Record<string, Record<string, Rect>> = {};
+  for (const [i, it] of items.entries()) {
+    const file = `${String(i).padStart(2, '0')}-${it.name.replace(/[^\w.-]+/g, '_')}.png`;
+    files.set(join('set', file), await encodePng(it.image));
+    parts[file] = it.parts;
+  }
+  files.set(join('set', 'parts.json'), compactJson({ coordinates: 'image', images: parts }));
+  return files;
 }
