@@ -121,7 +121,7 @@ export const COMMANDS: Record<string, Command> = {
         epochs: o.int('epochs', base.epochs, 1),
         scan: o.int('scan', base.scan, 1),
       };
-      const report = await runDemoPipeline(COMMANDS, settings, (line: string) => process.stderr.write(`${line}\n`));
+      const report = await runDemoPipeline(settings, (line: string) => process.stderr.write(`${line}\n`));
       process.stdout.write(`report: ${report}\n`);
     },
   },
