@@ -12,10 +12,10 @@ export const serveCommand: Command = {
     ...DATA_OPTIONS,
     split: { value: true, help: 'split of --data to pick images from and rank live (default val, or test where there is none)' },
     topk: { value: true, help: 'a `convscope topk` output folder: its top-9 are shown instead of ranking --data live' },
-    'scan-limit': { value: true, help: 'images of --data ranked for a live top-9 when there is no --topk (default 500)' },
-    port: { value: true, help: 'port (default 8080; 0 picks a free one)' },
-    host: { value: true, help: 'address to bind (default 127.0.0.1: this machine only)' },
-    'upload-limit': { value: true, help: `largest accepted upload in bytes (default ${DEFAULT_UPLOAD_LIMIT})` },
+    'scan-limit': { value: true, help: 'images of --data ranked for a live top-9 when there is no --topk', default: 500 },
+    port: { value: true, help: 'port; 0 picks a free one', default: 8080 },
+    host: { value: true, help: 'address to bind; the default serves this machine only', default: '127.0.0.1' },
+    'upload-limit': { value: true, help: 'largest accepted upload in bytes', default: DEFAULT_UPLOAD_LIMIT },
   },
   async run(o) {
     const topkDir = o.string('topk');
@@ -29,10 +29,10 @@ export const serveCommand: Command = {
     }
     const running = await startServer({
       model, data, topkDir,
-      port: o.int('port', 8080, 0),
-      host: o.string('host', '127.0.0.1'),
-      scanLimit: o.int('scan-limit', 500, 1),
-      uploadLimit: o.int('upload-limit', DEFAULT_UPLOAD_LIMIT, 1),
+      port: o.int('port', 0),
+      host: o.required('host'),
+      scanLimit: o.int('scan-limit', 1),
+      uploadLimit: o.int('upload-limit', 1),
     });
     process.stdout.write(`convscope viewer for ${model.name}${data ? ` on ${data.name}` : ''}: ${running.url}\n`);
     // The server keeps the process alive; Ctrl-C closes it and releases the ORT sessions.
