@@ -39,16 +39,11 @@ export function writeOnnxModel(path: string, model: Model): void {
   writeFileAtomic(path, modelToOnnx(model));
 }
 
-/** One layer through the engine's forward emitter; global average pooling gets ONNX's own op, which any runtime knows. */
+/** One layer through the engine's forward emitter, in the portable form other runtimes read. */
 function emitLayer(b: GraphBuilder, model: Model, layer: Layer, info: LayerInfo, x: string, weights: WeightSource): string {
-  const out = activationName(layer.name);
-  if (layer.type === 'adaptiveavgpool2d' && layer.output[0] === 1 && layer.output[1] === 1) {
-    b.op1('GlobalAveragePool', [x], {}, out);
-    return out;
-  }
   const single: Model = { ...model, layers: [layer] };
-  const trace = emitForward(b, single, [info], x, weights, { upTo: 0, switches: false, dropout: 'identity', portable: true });
-  return trace.values[1];
+  const trace = emitForward(b, single, [{ ...info, inputs: [-1] }], x, weights, { upTo: 0, switches: false, dropout: 'identity', portable: true });
+  return trace.outputs[0];
 }
 
 /** Nodes become `/<layer>/<Op>` (then `<Op>_1`, ...) and the last layer's output takes the public output name. */
