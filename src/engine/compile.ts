@@ -1,6 +1,7 @@
 // The model compiled to ONNX: one forward walk and one backward walk over the layers in topological order, each op
 // emitting its own nodes from the op table. Every graph kind (forward, projection, train step) is assembled from these.
 import type { GraphBuilder } from '../onnx/builder.js';
+import { IMAGE } from '../model/graph.js';
 import type { Model } from '../model/layers.js';
 import { opOf } from '../model/ops/index.js';
 import { activationName } from '../model/ops/names.js';
@@ -13,8 +14,6 @@ export { activationName, dropoutMaskName, layerOfSwitches, switchesName } from '
 export const BACKWARD_RULES: readonly BackwardRule[] = ['gradient', 'deconvnet', 'guided'];
 export const LRN_MODES: readonly LrnBackward[] = ['gradient', 'identity'];
 
-/** Producer index of the model input in LayerInfo.inputs. */
-const IMAGE = -1;
 
 export interface ForwardTrace {
   /** Tensor name of layer i's output at index i (layers not computed stay empty). */

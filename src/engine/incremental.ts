@@ -6,6 +6,7 @@
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Layer, Model, Pair } from '../model/layers.js';
+import { isChain } from '../model/graph.js';
 import { opOf } from '../model/ops/index.js';
 import type { BoxWindow as Window } from '../model/ops/types.js';
 import type { LayerInfo } from '../model/shapes.js';
@@ -81,7 +82,10 @@ export function planIncremental(infos: LayerInfo[], boxes: Rect[], options: Plan
   let cols = boxes.map(([, x0, , x1]): Pair => [x0, x1]);
   const segments: Segment[] = [];
   let i = 0;
-  while (i < infos.length) {
+  // A graph model (a layer reading anything but the layer before it) is planned as nothing incremental: every
+  // occluded input runs in full from the image, which is exact. Propagating boxes through branches is a later stage.
+  const chain = isChain(infos.map((info) => info.inputs));
+  while (chain && i < infos.length) {
     const role = boxRole(infos[i].layer);
     if (role === 'full' || infos[i].inShape.length !== 3) break;
     const window: Window = role === 'per-position' ? { kernel: [1, 1], stride: [1, 1], padding: [0, 0], padValue: 0 } : role;

@@ -1,21 +1,24 @@
 import type { Tensor } from '../tensor.js';
+import { resolveInputs, withChainInputs } from './graph.js';
 import { isLayerType, opOf, OPS } from './ops/index.js';
 import type { ParamSpec } from './ops/types.js';
 
 export type Pair = [number, number];
 
 export type Layer =
-  | { type: 'conv2d'; name: string; inChannels: number; outChannels: number; kernel: Pair; stride: Pair; padding: Pair; bias: boolean }
-  | { type: 'relu'; name: string }
-  | { type: 'maxpool2d'; name: string; kernel: Pair; stride: Pair; padding: Pair; ceilMode: boolean }
-  | { type: 'avgpool2d'; name: string; kernel: Pair; stride: Pair; padding: Pair; ceilMode: boolean; countIncludePad: boolean }
-  | { type: 'adaptiveavgpool2d'; name: string; output: Pair }
-  | { type: 'lrn'; name: string; size: number; alpha: number; beta: number; k: number }
-  | { type: 'batchnorm2d'; name: string; channels: number; eps: number }
-  | { type: 'flatten'; name: string }
-  | { type: 'linear'; name: string; inFeatures: number; outFeatures: number; bias: boolean }
-  | { type: 'dropout'; name: string; p: number }
-  | { type: 'softmax'; name: string };
+  | { type: 'conv2d'; name: string; inputs?: string[]; inChannels: number; outChannels: number; kernel: Pair; stride: Pair; padding: Pair; bias: boolean }
+  | { type: 'relu'; name: string; inputs?: string[] }
+  | { type: 'maxpool2d'; name: string; inputs?: string[]; kernel: Pair; stride: Pair; padding: Pair; ceilMode: boolean }
+  | { type: 'avgpool2d'; name: string; inputs?: string[]; kernel: Pair; stride: Pair; padding: Pair; ceilMode: boolean; countIncludePad: boolean }
+  | { type: 'adaptiveavgpool2d'; name: string; inputs?: string[]; output: Pair }
+  | { type: 'lrn'; name: string; inputs?: string[]; size: number; alpha: number; beta: number; k: number }
+  | { type: 'batchnorm2d'; name: string; inputs?: string[]; channels: number; eps: number }
+  | { type: 'flatten'; name: string; inputs?: string[] }
+  | { type: 'linear'; name: string; inputs?: string[]; inFeatures: number; outFeatures: number; bias: boolean }
+  | { type: 'dropout'; name: string; inputs?: string[]; p: number }
+  | { type: 'softmax'; name: string; inputs?: string[] }
+  | { type: 'add'; name: string; inputs?: string[] }
+  | { type: 'concat'; name: string; inputs?: string[] };
 
 export type LayerType = Layer['type'];
 
@@ -29,9 +32,12 @@ export interface Preprocess {
   meanImage?: Tensor;
 }
 
-/** An ordered stack of named layers with PyTorch-named weights (`conv1.weight`), NCHW float32. */
+/**
+ * A graph of named layers in topological order, with PyTorch-named weights (`conv1.weight`), NCHW float32. A layer
+ * reads the layers its `inputs` name (MODEL_INPUT for the image); without `inputs`, the layer before it (a chain).
+ */
 export interface Model {
-  name: string;
+  name: string; inputs?: string[];
   /** Input [channels, height, width]. */
   input: [number, number, number];
   layers: Layer[];
@@ -55,10 +61,8 @@ export function findLayer(model: Model, name: string): { layer: Layer; index: nu
 
 /** Checks that every weight exists with the right shape and holds finite numbers. */
 export function validateModel(model: Model): void {
-  const names = new Set<string>();
+  resolveInputs(model.layers);
   for (const layer of model.layers) {
-    if (names.has(layer.name)) throw new Error(`two layers are named '${layer.name}'`);
-    names.add(layer.name);
     for (const { key, shape } of layerParams(layer)) {
       const t = model.weights.get(key);
       if (!t) throw new Error(`weight '${key}' is missing`);
@@ -79,9 +83,19 @@ export function layerFromJson(o: LayerJson): Layer {
   const name = String(o.name);
   const type = o.type;
   if (!isLayerType(type)) throw new Error(`unknown layer type '${type}' (layer '${name}')`);
-  return OPS[type].fromJson(o, name);
+  const layer = OPS[type].fromJson(o, name);
+  if (o.inputs === undefined) return layer;
+  if (!Array.isArray(o.inputs) || !o.inputs.every((i) => typeof i === 'string')) throw new Error(`layer '${name}': inputs must be a list of layer names, got ${JSON.stringify(o.inputs)}`);
+  return { ...layer, inputs: [...o.inputs] };
 }
 
+/** A layer's JSON form; `inputs` follows the name when the layer has them. */
 export function layerToJson(l: Layer): LayerJson {
-  return opOf(l).toJson(l);
+  const { type, name, ...rest } = opOf(l).toJson(l);
+  return l.inputs ? { type, name, inputs: [...l.inputs], ...rest } : { type, name, ...rest };
+}
+
+/** The layers' JSON forms, with `inputs` only where they differ from the chain default: chains read as they always did. */
+export function layersToJson(layers: readonly Layer[]): LayerJson[] {
+  return withChainInputs(layers).map(layerToJson);
 }

@@ -1,4 +1,5 @@
 import type { Layer, Model, Pair } from './layers.js';
+import { IMAGE, resolveInputs } from './graph.js';
 import { poolOutputSize } from './ops/geometry.js';
 import { opOf } from './ops/index.js';
 import { sizeOf } from '../tensor.js';
@@ -33,22 +34,26 @@ export interface LayerInfo {
 
 export { poolOutputSize };
 
-/** Shapes, receptive fields, parameter and FLOP counts of every layer, checking that the stack fits together. */
+/**
+ * Shapes, receptive fields, parameter and FLOP counts of every layer, walking the graph in topological order and
+ * checking that it is a DAG with one output and that every layer fits its inputs.
+ */
 export function inferShapes(model: Pick<Model, 'input' | 'layers'>): LayerInfo[] {
-  let shape: number[] = [...model.input];
-  let rf: ReceptiveField = { size: [1, 1], jump: [1, 1], start: [0, 0], global: false };
+  const producers = resolveInputs(model.layers);
   const image: ReceptiveField = { size: [model.input[1], model.input[2]], jump: [0, 0], start: [0, 0], global: true };
-  return model.layers.map((layer, index) => {
+  const pixel: ReceptiveField = { size: [1, 1], jump: [1, 1], start: [0, 0], global: false };
+  const infos: LayerInfo[] = [];
+  model.layers.forEach((layer, index) => {
     const op = opOf(layer);
-    const inputs = [index - 1];
-    const inShapes = [shape];
-    const inShape = shape;
-    shape = op.shape(layer, inShapes);
-    rf = op.rf(layer, [rf], inShapes, image);
-    const flops = op.flops(layer, inShapes, shape);
+    const inputs = producers[index];
+    const inShapes = inputs.map((p) => (p === IMAGE ? [...model.input] : infos[p].outShape));
+    const outShape = op.shape(layer, inShapes);
+    const rf = op.rf(layer, inputs.map((p) => (p === IMAGE ? pixel : infos[p].rf)), inShapes, image);
+    const flops = op.flops(layer, inShapes, outShape);
     const params = op.params(layer).reduce((a, p) => a + sizeOf(p.shape), 0);
-    return { index, layer, inputs, inShapes, inShape, outShape: shape, rf, params, flops };
+    infos.push({ index, layer, inputs, inShapes, inShape: inShapes[0], outShape, rf, params, flops });
   });
+  return infos;
 }
 
 /**

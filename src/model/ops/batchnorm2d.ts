@@ -6,10 +6,12 @@ import type { OpDef } from './types.js';
 
 type BatchNorm = Extract<Layer, { type: 'batchnorm2d' }>;
 
-const PARTS = ['weight', 'bias', 'running_mean', 'running_var'];
+/** The parameters in ONNX's input order, with how a fresh model starts them. */
+const INIT = { weight: 'ones', bias: 'zeros', running_mean: 'zeros', running_var: 'ones' } as const;
+const PARTS = Object.keys(INIT) as (keyof typeof INIT)[];
 
 export const batchnorm2d: OpDef<BatchNorm> = {
-  params: (l) => PARTS.map((p) => ({ key: `${l.name}.${p}`, shape: [l.channels] })),
+  params: (l) => PARTS.map((p) => ({ key: `${l.name}.${p}`, shape: [l.channels], init: INIT[p] })),
   fromJson: (o, name) => ({ type: 'batchnorm2d', name, channels: num(o, 'channels'), eps: num(o, 'eps', 1e-5) }),
   toJson: (l) => ({ type: l.type, name: l.name, channels: l.channels, eps: l.eps }),
   shape(l, [s]) {

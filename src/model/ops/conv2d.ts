@@ -3,14 +3,14 @@ import { intAttr, intsAttr, refuse } from '../onnx-import/attributes.js';
 import { columns, convInputGradient, convolve, convWeightGradient, GEMM_CONV_MAX_POSITIONS, GEMM_WEIGHT_GRADIENT_MAX_POSITIONS, gemmInputGradient, gemmWeightGradient, layerGeometry, toChannelMajor, unitStride } from './emit/conv.js';
 import { need, needMap, pair, num, poolOutputSize, scalarOrPair, windowRf } from './geometry.js';
 import { flatBias, windowGeometry } from './import-helpers.js';
-import type { OpDef } from './types.js';
+import type { OpDef, ParamSpec } from './types.js';
 
 type Conv2d = Extract<Layer, { type: 'conv2d' }>;
 
 export const conv2d: OpDef<Conv2d> = {
   params(l) {
-    const w = { key: `${l.name}.weight`, shape: [l.outChannels, l.inChannels, ...l.kernel] };
-    return l.bias ? [w, { key: `${l.name}.bias`, shape: [l.outChannels] }] : [w];
+    const w: ParamSpec = { key: `${l.name}.weight`, shape: [l.outChannels, l.inChannels, ...l.kernel], init: 'fan-in' };
+    return l.bias ? [w, { key: `${l.name}.bias`, shape: [l.outChannels], init: 'zeros' }] : [w];
   },
   fromJson: (o, name) => ({ type: 'conv2d', name, inChannels: num(o, 'in_channels'), outChannels: num(o, 'out_channels'), kernel: pair(o.kernel, 'kernel'), stride: pair(o.stride ?? 1, 'stride'), padding: pair(o.padding ?? 0, 'padding'), bias: o.bias !== false }),
   toJson: (l) => ({ type: l.type, name: l.name, in_channels: l.inChannels, out_channels: l.outChannels, kernel: scalarOrPair(l.kernel), stride: scalarOrPair(l.stride), padding: scalarOrPair(l.padding), bias: l.bias }),

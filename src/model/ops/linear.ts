@@ -3,14 +3,14 @@ import { floatAttr, intAttr, refuse } from '../onnx-import/attributes.js';
 import type { ConstTensor } from '../onnx-import/constants.js';
 import { imageRf, need, num } from './geometry.js';
 import { flatBias, transposed } from './import-helpers.js';
-import type { OpDef } from './types.js';
+import type { OpDef, ParamSpec } from './types.js';
 
 type Linear = Extract<Layer, { type: 'linear' }>;
 
 export const linear: OpDef<Linear> = {
   params(l) {
-    const w = { key: `${l.name}.weight`, shape: [l.outFeatures, l.inFeatures] };
-    return l.bias ? [w, { key: `${l.name}.bias`, shape: [l.outFeatures] }] : [w];
+    const w: ParamSpec = { key: `${l.name}.weight`, shape: [l.outFeatures, l.inFeatures], init: 'fan-in' };
+    return l.bias ? [w, { key: `${l.name}.bias`, shape: [l.outFeatures], init: 'zeros' }] : [w];
   },
   fromJson: (o, name) => ({ type: 'linear', name, inFeatures: num(o, 'in_features'), outFeatures: num(o, 'out_features'), bias: o.bias !== false }),
   toJson: (l) => ({ type: l.type, name: l.name, in_features: l.inFeatures, out_features: l.outFeatures, bias: l.bias }),

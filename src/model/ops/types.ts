@@ -19,6 +19,8 @@ export type WeightSource = (key: string) => string;
 export interface ParamSpec {
   key: string;
   shape: number[];
+  /** How a fresh model starts it: drawn at random scaled by fan-in (weights), ones (scales, variances) or zeros. */
+  init: 'fan-in' | 'ones' | 'zeros';
 }
 
 /** Tensors a forward emitter leaves for the backward one (and for graphs that expose them). */
