@@ -9,11 +9,10 @@ import type { BackwardOptions, BackwardRule, ForwardOptions, LrnBackward, Saved,
 import type { LayerInfo } from '../model/shapes.js';
 
 export type { BackwardOptions, BackwardRule, ForwardOptions, LrnBackward, WeightSource };
-export { activationName, dropoutMaskName, layerOfSwitches, switchesName } from '../model/ops/names.js';
+export { activationName, dropoutMaskName, layerOfSwitches } from '../model/ops/names.js';
 
 export const BACKWARD_RULES: readonly BackwardRule[] = ['gradient', 'deconvnet', 'guided'];
 export const LRN_MODES: readonly LrnBackward[] = ['gradient', 'identity'];
-
 
 export interface ForwardTrace {
   /** Tensor name of layer i's output at index i (layers not computed stay empty). */
@@ -35,7 +34,7 @@ export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], i
   const from = opts.from ?? 0;
   const outputs: string[] = [];
   const saved: Saved[] = [];
-  // Starting mid-model: whatever the `from` layer reads is `input`, so only chain-like starts are meaningful.
+  // Starting mid-model (incremental occlusion, chains only): `input` stands for the `from` layer's first input.
   const start = from === 0 ? IMAGE : infos[from].inputs[0];
   const tensorOf = (p: number): string => {
     if (p === start) return input;
@@ -67,8 +66,8 @@ function sum(b: GraphBuilder, grads: string[]): string {
 
 /**
  * Emits the backward pass from the gradient `seed` at the output of layer `from` down to the graph input: layers in
- * reverse topological order, gradients summed where an output fans out. Returns the signal at the input and the
- * weight gradients when asked for.
+ * reverse topological order, gradients summed where an output fans out. Returns the signal at the input (undefined
+ * when a train step needs none) and the weight gradients when asked for.
  */
 export function emitBackward(
   b: GraphBuilder,
@@ -79,7 +78,7 @@ export function emitBackward(
   seed: string,
   weight: WeightSource,
   opts: BackwardOptions,
-): { input: string; weightGrads: Map<string, string> } {
+): { input: string | undefined; weightGrads: Map<string, string> } {
   const weightGrads = new Map<string, string>();
   const consumers = consumerCounts(infos);
   const pending = new Map<number, string[]>([[from, [seed]]]);
@@ -113,5 +112,5 @@ export function emitBackward(
     });
   }
   const atInput = pending.get(IMAGE);
-  return { input: atInput ? sum(b, atInput) : '', weightGrads };
+  return { input: atInput && sum(b, atInput), weightGrads };
 }

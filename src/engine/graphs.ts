@@ -64,6 +64,7 @@ export function buildProjectionGraph(model: Model, infos: LayerInfo[], from: num
   }
   const seed = b.op1('Mul', [mask, gain]);
   const { input: projection } = emitBackward(b, model, infos, trace, from, seed, weights, { rule, lrn, weightGradients: false });
+  if (!projection) throw new Error(`internal: no signal from layer ${from} reaches the input`);
   b.op1('Identity', [projection], {}, PROJECTION);
   b.output(PROJECTION, ['N', ...model.input]);
   b.output(act, ['N', ...infos[from].outShape]);

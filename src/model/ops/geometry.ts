@@ -34,7 +34,6 @@ export const imageRf = (_l: unknown, _rfs: ReceptiveField[], _s: number[][], ima
 export const sameShape = (_l: unknown, shapes: number[][]): number[] => shapes[0];
 export const inputSize = (_l: unknown, shapes: number[][]): number => shapes[0].reduce((a, d) => a * d, 1);
 export const noParams = (): [] => [];
-export const noImport = {};
 
 export function pair(v: unknown, what: string): Pair {
   if (typeof v === 'number') return [v, v];
