@@ -1,7 +1,7 @@
 // convscope's library API: everything the CLI does, in a few lines of TypeScript.
 export { Engine, type BackwardSettings, type EngineOptions, type ForwardResult, type Seed, type Switches, type TrainStepResult } from './engine/engine.js';
 export { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './engine/compile.js';
-export { findLayer, layerFromJson, layerToJson, validateModel, type Layer, type Model, type Preprocess } from './model/layers.js';
+export { findLayer, layerFromJson, layerToJson, layersToJson, validateModel, type Layer, type Model, type Preprocess } from './model/layers.js';
 export { inferShapes, unitField, type LayerInfo, type ReceptiveField } from './model/shapes.js';
 export { createZooModel, initWeights, ZOO_NAMES, type InitScheme } from './model/zoo.js';
 export { loadModel } from './model/load.js';

@@ -89,7 +89,7 @@ async function run(g: Geometry, gemm: boolean, n: number, x: Float32Array, wt: F
   const g0 = b.input('g', ['N', ...infos[1].outShape]);
   const trace = emitForward(b, m, infos, input, (key) => key, { upTo: 1, switches: false, dropout: 'identity', gemmSmallConvs: gemm });
   const back = emitBackward(b, m, infos, trace, 1, g0, (key) => key, { rule: 'gradient', lrn: 'gradient', weightGradients: true, gemmSmallConvs: gemm });
-  const outs = { y: trace.values[2], dx: back.input, dw: back.weightGrads.get('conv.weight')!, db: back.weightGrads.get('conv.bias')! };
+  const outs = { y: trace.outputs[1], dx: back.input!, dw: back.weightGrads.get('conv.weight')!, db: back.weightGrads.get('conv.bias')! };
   for (const [name, t] of Object.entries(outs)) b.op1('Identity', [t], {}, `out_${name}`);
   for (const name of Object.keys(outs)) b.output(`out_${name}`, ['?'] as unknown as number[]);
   const session = await ort.InferenceSession.create(b.encode('conv_lowering'), { logSeverityLevel: 3, intraOpNumThreads: 1 });

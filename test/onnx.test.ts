@@ -253,20 +253,35 @@ describe('ONNX graphs torch may emit', () => {
     assert.equal(msg, `sigmoid.onnx: unsupported ONNX op 'Sigmoid' at node '${node.name}'`);
   });
 
-  test('a branching graph (a residual Add) is refused, naming the node', () => {
+  test('a branching graph (a residual Add) imports as a graph that computes what the file computes', async (t) => {
     const b = new GraphBuilder();
+    const rng = new Rng(4);
     const x = b.input('input', ['N', 3, 8, 8]);
-    const w = (name: string, cin: number) => b.floatTensor(name, [3, cin, 3, 3], new Float32Array(3 * cin * 9));
+    const w = (name: string, cin: number) => b.floatTensor(name, [3, cin, 3, 3], Float32Array.from({ length: 3 * cin * 9 }, () => rng.normal() * 0.3));
     const relu = b.op1('Relu', [b.op1('Conv', [x, w('conv1.weight', 3)], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] })]);
     const conv2 = b.op1('Conv', [relu, w('conv2.weight', 3)], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] });
     b.op1('Add', [relu, conv2], {}, 'out');
     b.output('out', ['N', 3, 8, 8]);
     const bytes = b.encode('residual');
-    const reluNode = decodeModel(bytes).graph.nodes.find((n) => n.opType === 'Relu')!;
-    const msg = importError(bytes, 'residual.onnx');
-    assert.match(msg, /^residual\.onnx: branching graph/);
-    assert.ok(msg.includes(`'${reluNode.name}'`), msg);
-    assert.ok(!msg.includes('\n'), 'one line');
+    const model = modelFromOnnx(bytes, 'residual.onnx');
+    const add = model.layers.at(-1)!;
+    assert.equal(add.type, 'add');
+    assert.deepEqual(add.inputs, [model.layers[1].name, 'conv2']);
+    const input = randomInput([2, 3, 8, 8], 5, 1);
+    assertLogitsClose(await logits(model, input), await runOnnx(bytes, input, 'out'), 'residual graph', (m) => t.diagnostic(m));
+  });
+
+  test('a branch that never merges back is refused in one line', () => {
+    const b = new GraphBuilder();
+    const x = b.input('input', ['N', 3, 8, 8]);
+    const w = (name: string) => b.floatTensor(name, [3, 3, 3, 3], new Float32Array(81));
+    const relu = b.op1('Relu', [b.op1('Conv', [x, w('conv1.weight')], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] })]);
+    b.op1('Relu', [relu]);
+    const conv2 = b.op1('Conv', [relu, w('conv2.weight')], { kernel_shape: [3, 3], pads: [1, 1, 1, 1] });
+    b.op1('Add', [relu, conv2], {}, 'out');
+    b.output('out', ['N', 3, 8, 8]);
+    const msg = importError(b.encode('dangling'), 'dangling.onnx');
+    assert.match(msg, /^dangling\.onnx: the model has 2 outputs \('.+', '.+'\); it must end in exactly one layer$/);
   });
 
   test('truncated, garbage, empty and non-ONNX files give a one-line error naming the file', () => {

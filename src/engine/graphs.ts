@@ -33,8 +33,8 @@ export function buildForwardGraph(model: Model, infos: LayerInfo[], outputs: num
   const upTo = Math.max(...outputs);
   const input = b.input(INPUT, ['N', ...model.input]);
   const trace = emitForward(b, model, infos, input, initializerWeights(b, model), { upTo, switches: withSwitches, dropout: 'identity' });
-  for (const i of outputs) b.output(trace.values[i + 1], ['N', ...infos[i].outShape]);
-  for (const [i, sw] of trace.switches) b.output(sw, ['N', ...infos[i].outShape], DataType.INT64);
+  for (const i of outputs) b.output(trace.outputs[i], ['N', ...infos[i].outShape]);
+  trace.saved.forEach(({ switches }, i) => switches && b.output(switches, ['N', ...infos[i].outShape], DataType.INT64));
   return b.encode('convscope_forward');
 }
 
@@ -50,7 +50,7 @@ export function buildProjectionGraph(model: Model, infos: LayerInfo[], from: num
   const input = b.input(INPUT, ['N', ...model.input]);
   const weights = initializerWeights(b, model);
   const trace = emitForward(b, model, infos, input, weights, { upTo: from, switches: true, dropout: 'identity' });
-  const act = trace.values[from + 1];
+  const act = trace.outputs[from];
   const shape = infos[from].outShape;
   let mask = b.input(SEED_MASK, ['N', ...shape]);
   const byAct = b.input(SEED_BY_ACTIVATION, [1]);
@@ -64,6 +64,7 @@ export function buildProjectionGraph(model: Model, infos: LayerInfo[], from: num
   }
   const seed = b.op1('Mul', [mask, gain]);
   const { input: projection } = emitBackward(b, model, infos, trace, from, seed, weights, { rule, lrn, weightGradients: false });
+  if (!projection) throw new Error(`internal: no signal from layer ${from} reaches the input`);
   b.op1('Identity', [projection], {}, PROJECTION);
   b.output(PROJECTION, ['N', ...model.input]);
   b.output(act, ['N', ...infos[from].outShape]);
@@ -106,7 +107,7 @@ export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Arra
   const top = logitsLayer(model);
   const classes = infos[top].outShape[0];
   const trace = emitForward(b, model, infos, input, weights, { upTo: top, switches: true, dropout: 'mask', gemmSmallConvs: true });
-  const logits = trace.values[top + 1];
+  const logits = trace.outputs[top];
   const onehot = b.input(LABELS, ['N', classes]);
   const logp = b.op1('LogSoftmax', [logits], { axis: 1 });
   const perItem = b.op1('ReduceSum', [b.op1('Mul', [onehot, logp]), b.int64s([1])], { keepdims: 0 });
@@ -130,7 +131,7 @@ export function buildEvalGraph(model: Model, infos: LayerInfo[]): Uint8Array {
   const input = b.input(INPUT, ['N', ...model.input]);
   const top = logitsLayer(model);
   const trace = emitForward(b, model, infos, input, inputWeights(b, model), { upTo: top, switches: false, dropout: 'identity' });
-  b.op1('Identity', [trace.values[top + 1]], {}, LOGITS);
+  b.op1('Identity', [trace.outputs[top]], {}, LOGITS);
   b.output(LOGITS, ['N', infos[top].outShape[0]]);
   return b.encode('convscope_eval');
 }

@@ -6,22 +6,15 @@
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Layer, Model, Pair } from '../model/layers.js';
+import { isChain } from '../model/graph.js';
+import { opOf } from '../model/ops/index.js';
+import type { BoxWindow as Window } from '../model/ops/types.js';
 import type { LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
-import { assertNever } from '../util/assert.js';
 import { rectHeight, rectWidth, type Rect } from '../util/rect.js';
 import { activationName, emitForward } from './compile.js';
 import { runEngineGraph, type Engine } from './engine.js';
 import { initializerWeights } from './graphs.js';
-
-/** The sliding-window geometry of a segment's first layer; per-position layers have a 1x1 window. */
-interface Window {
-  kernel: Pair;
-  stride: Pair;
-  padding: Pair;
-  /** What the padding holds: 0 for a convolution, -inf for a max pool. */
-  padValue: number;
-}
 
 /** One window layer and the per-position layers after it, run on crops of its input. */
 export interface Segment {
@@ -63,30 +56,10 @@ export interface PlanOptions {
 
 export const DEFAULT_FULL_FRACTION = 0.75;
 
-/**
- * How a layer can run on boxes: as a sliding window, position by position (its box is its input's box), or not at
- * all, so that the rest of the network runs in full from it.
- */
+/** How a layer can run on boxes (the op table's box role), without the crop-form layer. */
 function boxRole(layer: Layer): Window | 'per-position' | 'full' {
-  switch (layer.type) {
-    case 'conv2d':
-      return { kernel: layer.kernel, stride: layer.stride, padding: layer.padding, padValue: 0 };
-    case 'maxpool2d':
-      return { kernel: layer.kernel, stride: layer.stride, padding: layer.padding, padValue: -Infinity };
-    case 'relu':
-    case 'lrn':
-    case 'batchnorm2d':
-    case 'dropout':
-      return 'per-position';
-    case 'avgpool2d':
-    case 'adaptiveavgpool2d':
-    case 'flatten':
-    case 'linear':
-    case 'softmax':
-      return 'full';
-    default:
-      return assertNever(layer, 'layer type');
-  }
+  const role = opOf(layer).box(layer);
+  return typeof role === 'string' ? role : role.window;
 }
 
 /** Outputs of a window op (k, s, p) on an axis of `out` values whose windows read any input in [a, b). */
@@ -109,7 +82,10 @@ export function planIncremental(infos: LayerInfo[], boxes: Rect[], options: Plan
   let cols = boxes.map(([, x0, , x1]): Pair => [x0, x1]);
   const segments: Segment[] = [];
   let i = 0;
-  while (i < infos.length) {
+  // A graph model (a layer reading anything but the layer before it) is planned as nothing incremental: every
+  // occluded input runs in full from the image, which is exact. Propagating boxes through branches is a later stage.
+  const chain = isChain(infos.map((info) => info.inputs));
+  while (chain && i < infos.length) {
     const role = boxRole(infos[i].layer);
     if (role === 'full' || infos[i].inShape.length !== 3) break;
     const window: Window = role === 'per-position' ? { kernel: [1, 1], stride: [1, 1], padding: [0, 0], padValue: 0 } : role;
@@ -288,26 +264,11 @@ function segmentGraph(model: Model, infos: LayerInfo[], seg: Segment, outputs: n
   return b.encode('convscope_incremental_segment');
 }
 
+/** The layer as it runs on a crop: a window op without its padding, which the crop carries. */
 function unpaddedLayer(l: Layer): Layer {
-  switch (l.type) {
-    case 'conv2d':
-      return { ...l, padding: [0, 0] };
-    case 'maxpool2d':
-      return { ...l, padding: [0, 0], ceilMode: false };
-    case 'relu':
-    case 'lrn':
-    case 'batchnorm2d':
-    case 'dropout':
-      return l;
-    case 'avgpool2d':
-    case 'adaptiveavgpool2d':
-    case 'flatten':
-    case 'linear':
-    case 'softmax':
-      throw new Error(`internal: ${l.type} layer '${l.name}' does not run on boxes`);
-    default:
-      return assertNever(l, 'layer type');
-  }
+  const role = opOf(l).box(l);
+  if (role === 'full') throw new Error(`internal: ${l.type} layer '${l.name}' does not run on boxes`);
+  return role === 'per-position' ? l : role.unpadded;
 }
 
 function tailGraph(model: Model, infos: LayerInfo[], from: number, outputs: number[]): Uint8Array {
@@ -315,7 +276,7 @@ function tailGraph(model: Model, infos: LayerInfo[], from: number, outputs: numb
   const input = b.input(MAP, ['N', ...infos[from].inShape]);
   const last = infos.length - 1;
   const trace = emitForward(b, model, infos, input, initializerWeights(b, model), { from, upTo: last, switches: false, dropout: 'identity' });
-  for (const i of new Set([...outputs.filter((o) => o >= from), last])) b.output(trace.values[i + 1], ['N', ...infos[i].outShape]);
+  for (const i of new Set([...outputs.filter((o) => o >= from), last])) b.output(trace.outputs[i], ['N', ...infos[i].outShape]);
   return b.encode('convscope_incremental_tail');
 }
 

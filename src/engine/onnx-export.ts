@@ -4,10 +4,10 @@
 import { GraphBuilder } from '../onnx/builder.js';
 import { decodeModel, encodeModel, type GraphProto } from '../onnx/proto.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { layerToJson, validateModel, type Layer, type Model } from '../model/layers.js';
-import { inferShapes, type LayerInfo } from '../model/shapes.js';
+import { layersToJson, validateModel, type Layer, type Model } from '../model/layers.js';
+import { inferShapes } from '../model/shapes.js';
 import { ONNX_META } from '../model/onnx-import.js';
-import { activationName, emitForward, type WeightSource } from './compile.js';
+import { activationName, emitForward } from './compile.js';
 import { initializerWeights } from './graphs.js';
 
 export const ONNX_INPUT = 'input';
@@ -24,11 +24,9 @@ export function modelToOnnx(model: Model): Uint8Array {
   const b = new GraphBuilder();
   const input = b.input(ONNX_INPUT, ['N', ...model.input]);
   const weights = initializerWeights(b, model);
-  let x = input;
-  model.layers.forEach((layer, i) => {
-    x = emitLayer(b, model, layer, infos[i], x, weights);
-  });
-  b.output(x, ['N', ...infos[infos.length - 1].outShape]);
+  const last = model.layers.length - 1;
+  const x = emitForward(b, model, infos, input, weights, { upTo: last, switches: false, dropout: 'identity', portable: true }).outputs[last];
+  b.output(x, ['N', ...infos[last].outShape]);
   const proto = decodeModel(b.encode(model.name));
   nameLikeTorch(proto.graph, model.layers, x, onnxOutputName(model));
   proto.metadataProps = metadataOf(model);
@@ -37,18 +35,6 @@ export function modelToOnnx(model: Model): Uint8Array {
 
 export function writeOnnxModel(path: string, model: Model): void {
   writeFileAtomic(path, modelToOnnx(model));
-}
-
-/** One layer through the engine's forward emitter; global average pooling gets ONNX's own op, which any runtime knows. */
-function emitLayer(b: GraphBuilder, model: Model, layer: Layer, info: LayerInfo, x: string, weights: WeightSource): string {
-  const out = activationName(layer.name);
-  if (layer.type === 'adaptiveavgpool2d' && layer.output[0] === 1 && layer.output[1] === 1) {
-    b.op1('GlobalAveragePool', [x], {}, out);
-    return out;
-  }
-  const single: Model = { ...model, layers: [layer] };
-  const trace = emitForward(b, single, [info], x, weights, { upTo: 0, switches: false, dropout: 'identity', portable: true });
-  return trace.values[1];
 }
 
 /** Nodes become `/<layer>/<Op>` (then `<Op>_1`, ...) and the last layer's output takes the public output name. */
@@ -72,7 +58,7 @@ function nameLikeTorch(g: GraphProto, layers: Layer[], last: string, outputName:
 function metadataOf(model: Model): { key: string; value: string }[] {
   const { mean, std, meanImage } = model.preprocess;
   const entries: { key: string; value: string }[] = [
-    { key: ONNX_META.architecture, value: JSON.stringify(model.layers.map(layerToJson)) },
+    { key: ONNX_META.architecture, value: JSON.stringify(layersToJson(model.layers)) },
     { key: ONNX_META.input, value: JSON.stringify({ shape: model.input, normalization: '(u8 - mean) / std', mean, std }) },
   ];
   if (model.classes) entries.push({ key: ONNX_META.classes, value: JSON.stringify(model.classes) });

@@ -26,7 +26,7 @@ export function buildTopkGraph(model: Model, infos: LayerInfo[], layers: number[
   layers.forEach((i, j) => {
     const [c, h, w] = mapShape(infos[i].outShape);
     const name = model.layers[i].name;
-    const flat = b.op1('Reshape', [trace.values[i + 1], b.int64s([-1, c, h * w])]);
+    const flat = b.op1('Reshape', [trace.outputs[i], b.int64s([-1, c, h * w])]);
     b.op('TopK', [flat, b.int64s([per[j]])], { axis: 2, largest: 1, sorted: 1 }, [topkValuesName(name), topkPositionsName(name)]);
     b.output(topkValuesName(name), ['N', c, per[j]]);
     b.output(topkPositionsName(name), ['N', c, per[j]], DataType.INT64);

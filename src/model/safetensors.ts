@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { layerFromJson, layerToJson, type LayerJson, type Model } from './layers.js';
+import { layerFromJson, layersToJson, type LayerJson, type Model } from './layers.js';
 import { halfToFloat } from '../util/half.js';
 
 export interface SafetensorsFile {
@@ -111,7 +111,7 @@ export function modelToSafetensors(model: Model): Buffer {
   const metadata: Record<string, string> = {
     format: 'pt',
     name: model.name,
-    architecture: JSON.stringify(model.layers.map(layerToJson)),
+    architecture: JSON.stringify(layersToJson(model.layers)),
     input: JSON.stringify({ shape: [1, ...model.input], normalization: '(u8 - mean) / std', mean_rgb: model.preprocess.mean, std: model.preprocess.std }),
   };
   if (model.classes) metadata.classes = JSON.stringify(model.classes);

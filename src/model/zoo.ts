@@ -1,4 +1,3 @@
-import { assertNever } from '../util/assert.js';
 import { Rng } from '../util/random.js';
 import { layerParams, type Layer, type Model, type Pair } from './layers.js';
 import { sizeOf } from '../tensor.js';
@@ -130,39 +129,18 @@ export function isZooName(name: string): boolean {
   return name in ZOO;
 }
 
-/** Whether a layer's `.weight` is drawn at random, fan-in scaled, rather than starting at 1 (a batch norm's scale). */
-function randomWeight(layer: Layer): boolean {
-  switch (layer.type) {
-    case 'conv2d':
-    case 'linear':
-      return true;
-    case 'batchnorm2d':
-    case 'relu':
-    case 'maxpool2d':
-    case 'avgpool2d':
-    case 'adaptiveavgpool2d':
-    case 'lrn':
-    case 'flatten':
-    case 'dropout':
-    case 'softmax':
-      return false;
-    default:
-      return assertNever(layer, 'layer type');
-  }
-}
-
 /** Seeded weights for a layer stack. */
 export function initWeights(layers: Layer[], scheme: InitScheme, seed: number): Map<string, import('../tensor.js').Tensor> {
   const rng = new Rng(seed);
   const weights = new Map();
   for (const layer of layers) {
-    for (const { key, shape } of layerParams(layer)) {
+    for (const { key, shape, init } of layerParams(layer)) {
       const data = new Float32Array(sizeOf(shape));
-      if (key.endsWith('.weight') && randomWeight(layer)) {
+      if (init === 'fan-in') {
         const fanIn = sizeOf(shape.slice(1));
         const sigma = scheme === 'paper' ? 0.01 : Math.sqrt(2 / fanIn);
         for (let i = 0; i < data.length; i++) data[i] = rng.normal() * sigma;
-      } else if (key.endsWith('.weight') || key.endsWith('.running_var')) data.fill(1);
+      } else if (init === 'ones') data.fill(1);
       weights.set(key, { shape, data });
     }
   }

@@ -91,7 +91,7 @@ export class ChainImporter {
 }
 
 /** `conv1.weight` -> `conv1`, `features.0.bias` -> `features.0`: PyTorch's module path. */
-function layerNameFromWeights(origins: string[]): string | undefined {
+export function layerNameFromWeights(origins: string[]): string | undefined {
   for (const o of origins) {
     const m = /^(.+)\.(weight|bias|running_mean|running_var)$/.exec(o);
     if (m) return m[1];
@@ -100,7 +100,7 @@ function layerNameFromWeights(origins: string[]): string | undefined {
 }
 
 /** `/relu1/Relu` -> `relu1`, `/features/features.1/Relu` -> `features.1`: torch names nodes by module scope. */
-function layerNameFromNode(n: NodeProto): string | undefined {
+export function layerNameFromNode(n: NodeProto): string | undefined {
   const parts = n.name.split('/').filter((p) => p !== '');
   return n.name.startsWith('/') && parts.length >= 2 ? parts[parts.length - 2] : undefined;
 }
