@@ -81,7 +81,7 @@ async function invarianceInputs(o: Options, model: Model): Promise<LabelledInput
     return Promise.all(paths.map(async (p) => ({ name: p, input: toInput(await decodeImage(p)) })));
   }
   const ds = await validationSet(o);
-  const count = Math.min(o.int('count', 10, 1), ds.size);
+  const count = Math.min(o.int('count', 1), ds.size);
   return Promise.all(Array.from({ length: count }, async (_, i) => {
     const item = await ds.item(i);
     return { name: item.name, input: toInput(item.image), label: item.label };
@@ -101,13 +101,13 @@ export const invarianceCommand: Command = {
     ...MODEL_OPTIONS,
     images: { value: true, help: 'comma-separated image files (JPEG, PNG, WebP)' },
     ...DATA_OPTIONS,
-    count: { value: true, help: 'with --data: the first N images of the held-out split (default 10)' },
+    count: { value: true, help: 'with --data: the first N images of the held-out split', default: 10 },
     layers: { value: true, help: "layers to compare (default: the paper's layers 1 and 7, e.g. relu1,relu7)" },
     'true-class': { value: true, help: 'class name or index, one for all images or one per image (default: the dataset label, else the predicted class)' },
     translate: { value: true, help: 'vertical shifts in input pixels, FROM:TO:STEP or a list (default: the paper\'s -60..60 of 224, scaled)' },
     scale: { value: true, help: 'scale ratios (default 1:1.8:0.1, the paper\'s axis)' },
     rotate: { value: true, help: 'rotations in degrees, counter-clockwise (default 0:360:10)' },
-    batch: { value: true, help: 'images per engine call (default 64)' },
+    batch: { value: true, help: 'images per engine call', default: 64 },
     out: { value: true, help: 'output folder: invariance.png, invariance.csv, invariance.json' },
   },
   async run(o) {
@@ -117,7 +117,7 @@ export const invarianceCommand: Command = {
     const layers = layersFrom(o, paper ?? []);
     if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (no conv + two linear layers to pick the paper's layers from)`);
     const sweeps = sweepsFrom(o, model.input[1]);
-    const batch = o.int('batch', 64, 1);
+    const batch = o.int('batch', 1);
     const inputs = await invarianceInputs(o, model);
     const engine = new Engine(model);
     try {
@@ -152,10 +152,10 @@ async function correspondenceImages(o: Options, model: Model): Promise<{ images:
   if (o.has('data')) {
     if (dirArg !== undefined || partsArg !== undefined) throw new UsageError('give either --data or --images with --parts');
     const ds = await validationSet(o);
-    const cls = classIndex(o.string('class', '0'), ds.classes, ds.classes.length);
-    const maxBox = o.number('max-box', 0.5);
+    const cls = classIndex(o.required('class'), ds.classes, ds.classes.length);
+    const maxBox = o.number('max-box');
     if (!(maxBox > 0 && maxBox <= 1)) throw new UsageError(`--max-box must be in (0, 1], got ${maxBox}`);
-    const items = await datasetPartsSet(ds, cls, o.int('count', 5, 2), maxBox);
+    const items = await datasetPartsSet(ds, cls, o.int('count', 2), maxBox);
     // The demo set is written out in the parts.json form, so it can be rerun with --images and --parts.
     const set = new Map<string, Uint8Array | string>();
     const parts: Record<string, Record<string, Rect>> = {};
@@ -191,13 +191,13 @@ export const correspondCommand: Command = {
     images: { value: true, help: 'folder of the images named in --parts' },
     parts: { value: true, help: `rectangles per image per part: ${PARTS_SCHEMA}` },
     ...DATA_OPTIONS,
-    class: { value: true, help: 'with --data: class (name or index) whose images to use, the part being the object box (default 0)' },
-    count: { value: true, help: 'with --data: number of images (default 5, as in the paper)' },
-    'max-box': { value: true, help: 'with --data: skip objects larger than this fraction of the image side (default 0.5)' },
+    class: { value: true, help: 'with --data: class (name or index) whose images to use, the part being the object box', default: 0 },
+    count: { value: true, help: 'with --data: number of images; the default is the paper\'s', default: 5 },
+    'max-box': { value: true, help: 'with --data: skip objects larger than this fraction of the image side', default: 0.5 },
     layers: { value: true, help: "layers (default: the paper's layers 5 and 7, e.g. relu5,relu7)" },
-    random: { value: true, help: 'random draws for the random rows (default 10)' },
-    seed: { value: true, help: 'seed of the random regions (default 0)' },
-    batch: { value: true, help: 'images per engine call (default 64)' },
+    random: { value: true, help: 'random draws for the random rows', default: 10 },
+    seed: { value: true, help: 'seed of the random regions', default: 0 },
+    batch: { value: true, help: 'images per engine call', default: 64 },
     out: { value: true, help: 'output folder: correspondence.md, correspondence.json, correspondence.png (and set/ with --data)' },
   },
   async run(o) {
@@ -206,9 +206,9 @@ export const correspondCommand: Command = {
     const paper = unlessThrows(() => paperLayers57(model));
     const layers = layersFrom(o, paper ?? []);
     if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (fewer than 5 conv or 2 linear layers to pick the paper's layers from)`);
-    const draws = o.int('random', 10, 1);
-    const seed = o.int('seed', 0);
-    const batch = o.int('batch', 64, 1);
+    const draws = o.int('random', 1);
+    const seed = o.int('seed');
+    const batch = o.int('batch', 1);
     const { images, set } = await correspondenceImages(o, model);
     const engine = new Engine(model);
     try {

@@ -20,15 +20,15 @@ export const filtersCommand: Command = {
     ...MODEL_OPTIONS,
     ...DATA_OPTIONS,
     count: { value: true, help: 'images of the dataset to measure activity on (default: all of its validation split)' },
-    out: { value: true, help: 'output folder (default convscope-out/filters)' },
+    out: { value: true, help: 'output folder', default: join('convscope-out', 'filters') },
   },
   async run(o) {
     const model = modelFrom(o);
-    const out = o.string('out', join('convscope-out', 'filters'));
+    const out = o.required('out');
     let activity: { data: string; rows: ConvLayerReport[]; images: number } | undefined;
     if (o.has('data')) {
       const data = await validationSet(o);
-      const count = Math.min(o.int('count', data.size, 1), data.size);
+      const count = Math.min(o.has('count') ? o.int('count', 1) : data.size, data.size);
       const engine = new Engine(model);
       try {
         const report = await filterReport(engine, data, { onProgress: new Progress('activity', count, 'images').report, indices: Array.from({ length: count }, (_, i) => i) });
@@ -48,31 +48,31 @@ export const compareArchCommand: Command = {
   summary: 'train alexnet-small (11x11/4) and zfnet-small (7x7/2) on the same data and budget; Fig. 6 side by side',
   options: {
     ...DATA_OPTIONS,
-    epochs: { value: true, help: 'epochs for each model (default 10)' },
-    'batch-size': { value: true, help: 'mini-batch size (default 32)' },
-    lr: { value: true, help: 'learning rate (default 0.01)' },
-    seed: { value: true, help: 'seed of weights, order, dropout, augmentation (default 0)' },
+    epochs: { value: true, help: 'epochs for each model', default: 10 },
+    'batch-size': { value: true, help: 'mini-batch size', default: 32 },
+    lr: { value: true, help: 'learning rate', default: PAPER_TRAINING.lr },
+    seed: { value: true, help: 'seed of weights, order, dropout, augmentation', default: 0 },
     count: { value: true, help: 'validation images to measure activity on (default all)' },
-    out: { value: true, help: 'output folder (default convscope-out/compare-arch)' },
+    out: { value: true, help: 'output folder', default: join('convscope-out', 'compare-arch') },
     resume: { value: false, help: 'continue interrupted trainings from their checkpoints' },
     'zfnet-run': { value: true, help: 'a finished `convscope train` run of zfnet-small to use instead of training it; alexnet-small gets its settings' },
   },
   async run(o) {
-    const epochs = o.int('epochs', 10, 1);
-    const out = o.string('out', join('convscope-out', 'compare-arch'));
+    const epochs = o.int('epochs', 1);
+    const out = o.required('out');
     const zfnetRun = o.string('zfnet-run');
     // The other architecture gets the finished run's recipe and data budget.
     const config = zfnetRun ? readTrainConfig(zfnetRun) : {
       ...PAPER_TRAINING,
       epochs,
-      batchSize: o.int('batch-size', 32, 1),
-      lr: o.number('lr', PAPER_TRAINING.lr),
-      seed: o.int('seed', 0),
+      batchSize: o.int('batch-size', 1),
+      lr: o.number('lr'),
+      seed: o.int('seed'),
       snapshotEpochs: paperSnapshotEpochs(epochs),
     };
     const trainSet = await datasetFrom(o, 'train');
     const valSet = await validationSet(o);
-    const count = Math.min(o.int('count', valSet.size, 1), valSet.size);
+    const count = Math.min(o.has('count') ? o.int('count', 1) : valSet.size, valSet.size);
     const results = await compareArchitectures(trainSet, valSet, config, out, {
       log, resume: o.flag('resume'), activityIndices: Array.from({ length: count }, (_, i) => i),
       onRun: (name, dir) => ({

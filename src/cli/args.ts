@@ -4,52 +4,62 @@ export class UsageError extends Error {}
 export interface OptionSpec {
   /** Takes a value (`--layer conv5`) or is a flag (`--resume`). */
   value: boolean;
+  /** What the option sets; the help adds " (default X)" from `default`, so the text does not spell it. */
   help: string;
+  /**
+   * The value used when the option is not given, written once: the getters fall back to it and the help shows it.
+   * A default that depends on the data or the model is explained in `help` instead, and the command computes it.
+   */
+  default?: string | number;
 }
 
-/** Parsed `--name value` options of one command; every getter validates and names the option in its error. */
+/**
+ * Parsed `--name value` options of one command. Every getter reads the given value, else the spec's default,
+ * validates it and names the option in its error. A value the command computes when the option is absent is
+ * written `o.has(name) ? o.int(name, min) : computed`.
+ */
 export class Options {
   constructor(
     readonly command: string,
     private readonly values: Map<string, string | true>,
+    private readonly specs: Record<string, OptionSpec>,
   ) {}
 
+  /** The option was given on the command line (a default does not count). */
   has(name: string): boolean {
-    return this.values.has(name);
+    return this.values.has(this.known(name));
   }
 
-  string(name: string): string | undefined;
-  string(name: string, fallback: string): string;
-  string(name: string, fallback?: string): string | undefined {
-    const v = this.values.get(name);
-    return typeof v === 'string' ? v : fallback;
+  /** The given value, else the default as a string, else undefined. */
+  string(name: string): string | undefined {
+    const v = this.values.get(this.known(name));
+    if (typeof v === 'string') return v;
+    const d = this.specs[name].default;
+    return d === undefined ? undefined : String(d);
   }
 
+  /** The given value, else the default; with neither, a usage error. */
   required(name: string): string {
     const v = this.string(name);
     if (v === undefined) throw new UsageError(`${this.command} needs --${name}`);
     return v;
   }
 
-  int(name: string, fallback?: number, min = -Infinity): number {
-    const v = this.string(name);
-    if (v === undefined) {
-      if (fallback === undefined) throw new UsageError(`${this.command} needs --${name}`);
-      return fallback;
-    }
+  int(name: string, min = -Infinity): number {
+    const v = this.required(name);
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer${min > -Infinity ? ` >= ${min}` : ''}, got '${v}'`);
     return n;
   }
 
-  number(name: string, fallback: number): number {
-    const v = this.string(name);
-    if (v === undefined) return fallback;
+  number(name: string): number {
+    const v = this.required(name);
     const n = Number(v);
     if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got '${v}'`);
     return n;
   }
 
+  /** Comma-separated numbers, or undefined when the option has neither a value nor a default. */
   numbers(name: string): number[] | undefined {
     const v = this.string(name);
     if (v === undefined) return undefined;
@@ -58,14 +68,20 @@ export class Options {
     return ns;
   }
 
-  choice<T extends string>(name: string, choices: readonly T[], fallback: T): T {
-    const v = this.string(name, fallback);
+  choice<T extends string>(name: string, choices: readonly T[]): T {
+    const v = this.required(name);
     if (!choices.includes(v as T)) throw new UsageError(`--${name} must be one of ${choices.join(', ')}; got '${v}'`);
     return v as T;
   }
 
   flag(name: string): boolean {
-    return this.values.get(name) === true;
+    return this.values.get(this.known(name)) === true;
+  }
+
+  /** A getter asking for an option its command does not declare is a bug in the command, not in the command line. */
+  private known(name: string): string {
+    if (!Object.hasOwn(this.specs, name)) throw new Error(`${this.command} reads --${name}, which it does not declare`);
+    return name;
   }
 }
 
@@ -91,16 +107,16 @@ export function parseOptions(command: string, argv: string[], specs: Record<stri
     if (v === undefined) throw new UsageError(`--${name} needs a value`);
     values.set(name, v);
   }
-  return new Options(command, values);
+  return new Options(command, values, specs);
 }
 
 export function formatHelp(command: string, summary: string, specs: Record<string, OptionSpec>): string {
-  const rows = Object.entries(specs).map(([name, s]) => [`--${name}${s.value ? ' V' : ''}`, s.help]);
+  const rows = Object.entries(specs).map(([name, s]) => [`--${name}${s.value ? ' V' : ''}`, s.default === undefined ? s.help : `${s.help} (default ${s.default})`]);
   const width = Math.max(...rows.map(([a]) => a.length));
   return `convscope ${command}: ${summary}\n\n${rows.map(([a, b]) => `  ${a.padEnd(width)}  ${b}`).join('\n')}\n`;
 }
 
-/** One `convscope` command: its one-line summary, its options (whose help texts state the defaults) and what it runs. */
+/** One `convscope` command: its one-line summary, its options (with their defaults) and what it runs. */
 export interface Command {
   summary: string;
   options: Record<string, OptionSpec>;

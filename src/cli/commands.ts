@@ -4,7 +4,7 @@ import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { loadModel } from '../model/load.js';
 import { modelTable } from '../model/summary.js';
-import { projectUnit } from '../analysis/project.js';
+import { projectUnit, ZF_SETTINGS } from '../analysis/project.js';
 import { loadInput } from '../data/image.js';
 import { encodeNpy, readNpy, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -28,6 +28,12 @@ import { serveCommand } from './serve.js';
 function refuseOverwriteOfInput(paths: (string | undefined)[], inputs: (string | undefined)[]): void {
   for (const p of paths) if (p && inputs.includes(p)) throw new UsageError(`output ${p} would overwrite an input`);
 }
+
+/** What a projected unit is seeded with (`--seed-value`): its activation (Zeiler & Fergus) or one (Captum). */
+export const SEED_VALUES = ['activation', 'one'] as const;
+
+/** What `occlude` computes (`--mode`): the paper's maps, or a Captum-style attribution. */
+export const OCCLUSION_MODES = ['paper', 'attribution'] as const;
 
 export const COMMANDS: Record<string, Command> = {
   train: trainCommand,
@@ -55,10 +61,10 @@ export const COMMANDS: Record<string, Command> = {
       ...INPUT_OPTIONS,
       layer: { value: true, help: 'layer whose unit to project, e.g. relu5' },
       feature: { value: true, help: 'feature map (channel) index' },
-      unit: { value: true, help: "'max' (the map's strongest activation, default) or Y,X" },
-      rule: { value: true, help: 'ReLU rule on the way down: deconvnet (default), gradient, guided' },
-      lrn: { value: true, help: 'LRN on the way down: gradient (true gradient, default) or identity' },
-      'seed-value': { value: true, help: 'seed the unit with its activation (default, Zeiler & Fergus) or one (Captum)' },
+      unit: { value: true, help: "'max' (the map's strongest activation) or Y,X", default: 'max' },
+      rule: { value: true, help: 'ReLU rule on the way down: deconvnet, gradient or guided', default: ZF_SETTINGS.rule },
+      lrn: { value: true, help: 'LRN on the way down: gradient (true gradient) or identity', default: ZF_SETTINGS.lrn },
+      'seed-value': { value: true, help: 'seed the unit with its activation (Zeiler & Fergus) or one (Captum)', default: ZF_SETTINGS.seedValue },
       out: { value: true, help: 'output .npy of the projection, [1,C,H,W]' },
       png: { value: true, help: 'also write a PNG: input beside the projection' },
     },
@@ -69,7 +75,7 @@ export const COMMANDS: Record<string, Command> = {
       const model = modelFrom(o);
       const layer = o.required('layer');
       const feature = o.int('feature');
-      const unitArg = o.string('unit', 'max');
+      const unitArg = o.required('unit');
       let position: 'max' | [number, number] = 'max';
       if (unitArg !== 'max') {
         const m = /^(\d+),(\d+)$/.exec(unitArg);
@@ -77,9 +83,9 @@ export const COMMANDS: Record<string, Command> = {
         position = [Number(m[1]), Number(m[2])];
       }
       const settings = {
-        rule: o.choice('rule', BACKWARD_RULES, 'deconvnet'),
-        lrn: o.choice('lrn', LRN_MODES, 'gradient'),
-        seedValue: o.choice('seed-value', ['activation', 'one'] as const, 'activation'),
+        rule: o.choice('rule', BACKWARD_RULES),
+        lrn: o.choice('lrn', LRN_MODES),
+        seedValue: o.choice('seed-value', SEED_VALUES),
       };
       const input = await inputFrom(o, model);
       const engine = new Engine(model);
@@ -104,22 +110,23 @@ export const COMMANDS: Record<string, Command> = {
   demo: {
     summary: 'the main job: train zfnet-small on the built-in shapes set, run every analysis, write convscope-out/report/index.html',
     options: {
-      out: { value: true, help: 'run folder (default convscope-out)' },
-      data: { value: true, help: "dataset (default 'shapes', generated on the fly; or fashion-mnist, a folder of class sub-folders)" },
-      model: { value: true, help: 'zoo model to train (default zfnet-small), or a trained .onnx/.safetensors to analyse as it is' },
-      epochs: { value: true, help: `training epochs (default ${DEMO_DEFAULTS.epochs})` },
-      scan: { value: true, help: `images the sweeps (top-9, evolution, activity) scan (default ${DEMO_DEFAULTS.scan})` },
+      out: { value: true, help: 'run folder', default: DEMO_DEFAULTS.out },
+      data: { value: true, help: 'dataset: shapes (generated on the fly), fashion-mnist or a folder of class sub-folders', default: DEMO_DEFAULTS.data },
+      model: { value: true, help: 'zoo model to train, or a trained .onnx/.safetensors to analyse as it is', default: DEMO_DEFAULTS.model },
+      epochs: { value: true, help: 'training epochs', default: DEMO_DEFAULTS.epochs },
+      scan: { value: true, help: 'images the sweeps (top-9, evolution, activity) scan', default: DEMO_DEFAULTS.scan },
       quick: { value: false, help: 'a tiny run (a few hundred images, 2 epochs) to check the pipeline' },
     },
     async run(o) {
       const base = { ...DEMO_DEFAULTS, ...(o.flag('quick') ? DEMO_QUICK : {}) };
       const settings = {
         ...base,
-        out: o.string('out', base.out),
-        data: o.string('data', base.data),
-        model: o.string('model', base.model),
-        epochs: o.int('epochs', base.epochs, 1),
-        scan: o.int('scan', base.scan, 1),
+        // --quick changes some defaults, so an option not given takes base's value rather than its spec's.
+        out: o.has('out') ? o.required('out') : base.out,
+        data: o.has('data') ? o.required('data') : base.data,
+        model: o.has('model') ? o.required('model') : base.model,
+        epochs: o.has('epochs') ? o.int('epochs', 1) : base.epochs,
+        scan: o.has('scan') ? o.int('scan', 1) : base.scan,
       };
       const report = await runDemoPipeline(settings, (line: string) => process.stderr.write(`${line}\n`));
       process.stdout.write(`report: ${report}\n`);
@@ -129,10 +136,10 @@ export const COMMANDS: Record<string, Command> = {
   report: {
     summary: 'rebuild the HTML report of an earlier run folder (of convscope demo, or commands writing the same layout)',
     options: {
-      run: { value: true, help: 'run folder (default convscope-out)' },
+      run: { value: true, help: 'run folder', default: 'convscope-out' },
     },
     async run(o) {
-      process.stdout.write(`report: ${buildReport(o.string('run', 'convscope-out'))}\n`);
+      process.stdout.write(`report: ${buildReport(o.required('run'))}\n`);
     },
   },
 
@@ -144,37 +151,37 @@ export const COMMANDS: Record<string, Command> = {
       target: { value: true, help: 'class to track (default: the class predicted for the unoccluded image)' },
       window: { value: true, help: 'side of the square in pixels (default round(0.223 x input side): 50 at 224, 14 at 64)' },
       stride: { value: true, help: 'step between positions (default round(window / 6): 8 at 224, 2 at 64); last position clipped' },
-      fill: { value: true, help: "square colour: mean (default: the dataset mean, 0 after mean subtraction), zero (black), or a grey level 0..255" },
-      layer: { value: true, help: 'layer whose strongest feature map (b, c) tracks (default relu5, the paper\'s layer 5)' },
-      mode: { value: true, help: 'paper (default: maps b-e and projections c) or attribution (Captum Occlusion, [1,C,H,W])' },
+      fill: { value: true, help: 'square colour: mean (the dataset mean, 0 after mean subtraction), zero (black), or a grey level 0..255', default: 'mean' },
+      layer: { value: true, help: 'layer whose strongest feature map (b, c) tracks; relu5 is the paper\'s layer 5', default: 'relu5' },
+      mode: { value: true, help: 'paper (maps b-e and projections c) or attribution (Captum Occlusion, [1,C,H,W])', default: 'paper' },
       full: { value: false, help: 'recompute every occluded image in full (default: incremental, only what the square changes)' },
       batch: { value: true, help: 'occluded images per engine call (default 128 incremental, 32 with --full)' },
       out: { value: true, help: 'output folder for .npy maps, PNG figures and occlusion.json' },
       ...DATA_OPTIONS,
       score: { value: false, help: 'with --data: the localisation score (is p(correct) lowest when the square covers the object box?)' },
-      count: { value: true, help: 'with --score: images of the held-out split (default 50)' },
+      count: { value: true, help: 'with --score: images of the held-out split', default: 50 },
     },
     async run(o) {
       if (o.flag('score')) return runLocalisationScore(o);
       const dir = o.required('out');
       const model = modelFrom(o);
-      const fillArg = o.string('fill', 'mean');
+      const fillArg = o.required('fill');
       const grey = Number(fillArg);
       if (fillArg !== 'mean' && fillArg !== 'zero' && !(fillArg.trim() !== '' && grey >= 0 && grey <= 255)) {
         throw new UsageError(`--fill must be mean, zero or a grey level 0..255; got '${fillArg}'`);
       }
       const fill: Fill = fillArg === 'mean' || fillArg === 'zero' ? fillArg : grey;
-      const mode = o.choice('mode', ['paper', 'attribution'] as const, 'paper');
+      const mode = o.choice('mode', OCCLUSION_MODES);
       const started = performance.now();
       const bar = new Progress('occlude', 0, 'positions');
       const options: OcclusionOptions = {
         fill,
-        target: o.has('target') ? o.int('target', 0, 0) : undefined,
-        window: o.has('window') ? o.int('window', 0, 1) : undefined,
-        stride: o.has('stride') ? o.int('stride', 0, 1) : undefined,
-        layer: o.string('layer', 'relu5'),
+        target: o.has('target') ? o.int('target', 0) : undefined,
+        window: o.has('window') ? o.int('window', 1) : undefined,
+        stride: o.has('stride') ? o.int('stride', 1) : undefined,
+        layer: o.required('layer'),
         incremental: !o.flag('full'),
-        batch: o.has('batch') ? o.int('batch', 0, 1) : undefined,
+        batch: o.has('batch') ? o.int('batch', 1) : undefined,
         onProgress: bar.report,
       };
       const input = await inputFrom(o, model);

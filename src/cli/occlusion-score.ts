@@ -11,13 +11,13 @@ export async function runLocalisationScore(o: Options): Promise<void> {
   const out = o.required('out');
   const model = modelFrom(o);
   const data = await validationSet(o);
-  const items = await localisationItems(data, model, o.int('count', 50, 1));
+  const items = await localisationItems(data, model, o.int('count', 1));
   const engine = new Engine(model);
   try {
     const bar = new Progress('score', items.length, 'images');
     const r = await localisationScore(engine, items, {
-      window: o.has('window') ? o.int('window', 0, 1) : undefined,
-      stride: o.has('stride') ? o.int('stride', 0, 1) : undefined,
+      window: o.has('window') ? o.int('window', 1) : undefined,
+      stride: o.has('stride') ? o.int('stride', 1) : undefined,
       onProgress: bar.report,
     });
     const { files, summary } = localisationFiles(model, data.name, r);

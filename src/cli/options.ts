@@ -9,13 +9,13 @@ import { UsageError, type Options, type OptionSpec } from './args.js';
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   model: { value: true, help: 'zoo name (zfnet, alexnet, zfnet-small, alexnet-small, zfnet-mnist), .safetensors or .onnx file' },
-  'model-seed': { value: true, help: "seed of a zoo model's initial weights (default 0)" },
+  'model-seed': { value: true, help: "seed of a zoo model's initial weights", default: 0 },
   mean: { value: true, help: 'per-channel mean to subtract, 0..255 units, e.g. 123.68,116.78,103.94 (default: the model\'s)' },
   std: { value: true, help: "per-channel divisor, 0..255 units (default: the model's; 1 is the paper's raw pixels)" },
 };
 
 export function modelFrom(o: Options): Model {
-  const model = loadModel(o.required('model'), { seed: o.int('model-seed', 0) });
+  const model = loadModel(o.required('model'), { seed: o.int('model-seed') });
   const channels = model.input[0];
   for (const key of ['mean', 'std'] as const) {
     const v = o.numbers(key);

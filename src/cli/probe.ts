@@ -28,14 +28,15 @@ function openSpec(o: Options, key: string, split: Split) {
   return openFilteredDataset(o.required(key), { split, ...(dataPath ? { data: dataPath } : {}) });
 }
 
-function list(o: Options, key: string, fallback: string): string[] {
-  const items = o.string(key, fallback).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+function list(o: Options, key: string): string[] {
+  const items = o.required(key).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   if (items.length === 0) throw new UsageError(`--${key} needs at least one name`);
   return items;
 }
 
-function positiveInts(o: Options, key: string, fallback: number[]): number[] {
-  const v = o.numbers(key) ?? fallback;
+function positiveInts(o: Options, key: string): number[] {
+  const v = o.numbers(key);
+  if (v === undefined) throw new UsageError(`${o.command} needs --${key}`);
   if (v.some((n) => !(Number.isInteger(n) && n > 0))) throw new UsageError(`--${key} must be positive integers, got ${v.join(',')}`);
   return v;
 }
@@ -50,32 +51,32 @@ export const probeCommand: Command = {
     train: { value: true, help: `dataset to draw the probe's training images from (its train split): ${SPEC_HELP}` },
     test: { value: true, help: 'dataset to test on (its test split; shapes:split=val picks another); same classes as --train' },
     ...DATA_PATH,
-    layers: { value: true, help: `layers to probe, any layer names (default ${DEFAULT_LAYERS}: the output of each of the 7 layers)` },
-    'per-class': { value: true, help: 'training images per class, comma-separated (default 15,30, the paper\'s Caltech-101 sizes)' },
-    splits: { value: true, help: 'random draws of the training images; mean ± std over them (default 5)' },
-    seed: { value: true, help: 'seed of the draws, the test subset and the --baseline weights (default 0)' },
-    pool: { value: true, help: 'conv maps are average-pooled to at most K x K positions (default 4)' },
-    l2: { value: true, help: 'L2 penalty λ of the softmax on standardised features: mean cross-entropy + λ/2 |W|² (default 1; see docs/probes.md)' },
+    layers: { value: true, help: 'layers to probe, any layer names; the default takes the output of each of the 7 layers', default: DEFAULT_LAYERS },
+    'per-class': { value: true, help: 'training images per class, comma-separated; the default is the paper\'s Caltech-101 sizes', default: '15,30' },
+    splits: { value: true, help: 'random draws of the training images; mean ± std over them', default: 5 },
+    seed: { value: true, help: 'seed of the draws, the test subset and the --baseline weights', default: 0 },
+    pool: { value: true, help: 'conv maps are average-pooled to at most K x K positions', default: 4 },
+    l2: { value: true, help: 'L2 penalty λ of the softmax on standardised features: mean cross-entropy + λ/2 |W|², see docs/probes.md', default: 1 },
     'max-test': { value: true, help: 'test on a seeded subset of at most N images (default: the whole test set)' },
     baseline: { value: false, help: 'also probe the same architecture with random (He) weights: the "no pretraining" baseline' },
-    'batch-size': { value: true, help: 'images per forward pass (default 64)' },
+    'batch-size': { value: true, help: 'images per forward pass', default: 64 },
     out: { value: true, help: 'output folder: probe.md, probe.json, probe.png' },
   },
   async run(o) {
     const out = o.required('out');
     const model = modelFrom(o);
-    const seed = o.int('seed', 0);
+    const seed = o.int('seed');
     const trainSet = await openSpec(o, 'train', 'train');
     const testSet = await openSpec(o, 'test', 'test');
     const options = {
-      layers: list(o, 'layers', DEFAULT_LAYERS),
-      perClass: positiveInts(o, 'per-class', [15, 30]),
-      splits: o.int('splits', 5, 1),
+      layers: list(o, 'layers'),
+      perClass: positiveInts(o, 'per-class'),
+      splits: o.int('splits', 1),
       seed,
-      pool: o.int('pool', 4, 1),
-      l2: o.number('l2', 1),
-      maxTest: o.has('max-test') ? o.int('max-test', 0, 1) : undefined,
-      batchSize: o.int('batch-size', 64, 1),
+      pool: o.int('pool', 1),
+      l2: o.number('l2'),
+      maxTest: o.has('max-test') ? o.int('max-test', 1) : undefined,
+      batchSize: o.int('batch-size', 1),
       log,
     };
     if (!(options.l2 >= 0)) throw new UsageError(`--l2 must be >= 0, got ${options.l2}`);
@@ -90,6 +91,9 @@ export const probeCommand: Command = {
   },
 };
 
+/** Where the ablated models start (`--start`): the trained weights, fine-tuned, or He init. */
+export const ABLATION_STARTS = ['trained', 'scratch'] as const;
+
 export const ablateCommand: Command = {
   summary: 'layer ablation (paper Table 3): remove layers, adapt their neighbours, retrain briefly, compare errors',
   options: {
@@ -97,12 +101,12 @@ export const ablateCommand: Command = {
     data: { value: true, help: `dataset: its train split retrains, its val split (test where there is none) measures: ${SPEC_HELP}` },
     ...DATA_PATH,
     remove: { value: true, help: "layers to remove, one ablation per '/'-separated group, e.g. fc7/fc6,fc7/conv3,conv4,fc6,fc7" },
-    epochs: { value: true, help: 'retraining epochs for every model, the full one included (default 2)' },
-    start: { value: true, help: "trained (default: fine-tune, kept layers keep their weights) or scratch (every model from He init)" },
-    lr: { value: true, help: 'learning rate (default 0.01)' },
-    schedule: { value: true, help: 'learning-rate schedule: constant (default), step:EVERY:GAMMA, manual:EPOCH=LR,...' },
-    'batch-size': { value: true, help: 'mini-batch size (default 64)' },
-    seed: { value: true, help: 'seed of new weights, batch order, dropout (default 0)' },
+    epochs: { value: true, help: 'retraining epochs for every model, the full one included', default: 2 },
+    start: { value: true, help: 'trained (fine-tune: kept layers keep their weights) or scratch (every model from He init)', default: 'trained' },
+    lr: { value: true, help: 'learning rate', default: 0.01 },
+    schedule: { value: true, help: 'learning-rate schedule: constant, step:EVERY:GAMMA or manual:EPOCH=LR,...', default: 'constant' },
+    'batch-size': { value: true, help: 'mini-batch size', default: 64 },
+    seed: { value: true, help: 'seed of new weights, batch order, dropout', default: 0 },
     out: { value: true, help: 'output folder: ablation.md, ablation.json, one run folder per model' },
   },
   async run(o) {
@@ -119,12 +123,12 @@ export const ablateCommand: Command = {
     }
     const result = await runAblations(model, trainSet, valSet, {
       ablations,
-      epochs: o.int('epochs', 2, 1),
-      start: o.choice('start', ['trained', 'scratch'] as const, 'trained'),
-      lr: o.number('lr', 0.01),
-      schedule: parseSchedule(o.string('schedule', 'constant')),
-      batchSize: o.int('batch-size', 64, 1),
-      seed: o.int('seed', 0),
+      epochs: o.int('epochs', 1),
+      start: o.choice('start', ABLATION_STARTS),
+      lr: o.number('lr'),
+      schedule: parseSchedule(o.required('schedule')),
+      batchSize: o.int('batch-size', 1),
+      seed: o.int('seed'),
     }, {
       outDir: out, log,
       onRun: (name, dir) => ({

@@ -6,6 +6,7 @@ import { skippedSummary } from '../data/batches.js';
 import { SPLITS, type Dataset } from '../data/dataset.js';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
+import { ZF_SETTINGS } from '../analysis/project.js';
 import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { writeTopk } from '../report/topk.js';
 import { fileCheckpoint } from '../util/checkpoint.js';
@@ -15,13 +16,16 @@ import { UsageError, type Options, type Command } from './args.js';
 /** The paper's Fig. 2 uses the validation set; IDX data has none, so its test set stands in. */
 async function scanSet(o: Options): Promise<Dataset> {
   if (!o.has('split')) return validationSet(o);
-  return datasetFrom(o, o.choice('split', SPLITS, 'val'));
+  return datasetFrom(o, o.choice('split', SPLITS));
 }
 
 function firstIndices(ds: Dataset, limit: number | undefined): number[] | undefined {
   if (limit === undefined || limit >= ds.size) return undefined;
   return Array.from({ length: limit }, (_, i) => i);
 }
+
+/** Feature orders of the figures: by index, or strongest activation first. */
+export const TOPK_ORDERS = ['index', 'max'] as const;
 
 export const topkCommand: Command = {
   summary: 'top-k activations of every feature map over a dataset, projected and beside their image patches (Fig. 2)',
@@ -31,29 +35,29 @@ export const topkCommand: Command = {
     split: { value: true, help: 'train, val or test (default: val, or test where the data has no val, as the paper)' },
     limit: { value: true, help: 'scan only the first N images of the split' },
     layers: { value: true, help: 'comma-separated layers (default: the rectified conv maps, relu1..relu5 in the zoo)' },
-    k: { value: true, help: 'activations kept per feature map (default 9)' },
-    'per-image': { value: true, help: 'positions one image may give a feature map (default 1: its maximum, the paper\'s)' },
-    order: { value: true, help: 'feature order in the figures: index (default) or max (strongest activation first)' },
-    'per-page': { value: true, help: 'features per PNG page (default 16)' },
-    'batch-size': { value: true, help: 'images per forward pass (default 64)' },
-    'project-batch': { value: true, help: 'units per projection call (default 48)' },
-    rule: { value: true, help: 'ReLU rule of the projections: deconvnet (default), gradient, guided' },
-    lrn: { value: true, help: 'LRN on the way down: gradient (default) or identity' },
-    'checkpoint-every': { value: true, help: 'batches between checkpoints of the scan (default 20)' },
+    k: { value: true, help: 'activations kept per feature map', default: 9 },
+    'per-image': { value: true, help: 'positions one image may give a feature map; 1 is its maximum, the paper\'s choice', default: 1 },
+    order: { value: true, help: 'feature order in the figures: index or max (strongest activation first)', default: 'index' },
+    'per-page': { value: true, help: 'features per PNG page', default: 16 },
+    'batch-size': { value: true, help: 'images per forward pass', default: 64 },
+    'project-batch': { value: true, help: 'units per projection call', default: 48 },
+    rule: { value: true, help: 'ReLU rule of the projections: deconvnet, gradient or guided', default: ZF_SETTINGS.rule },
+    lrn: { value: true, help: 'LRN on the way down: gradient or identity', default: ZF_SETTINGS.lrn },
+    'checkpoint-every': { value: true, help: 'batches between checkpoints of the scan', default: 20 },
     resume: { value: false, help: 'continue the scan from OUT/checkpoint.json (same model, data and options)' },
     out: { value: true, help: 'output folder: index.json, LAYER/page-NN.png, LAYER/projections.npy, checkpoint.json' },
   },
   async run(o) {
     const out = o.required('out');
-    const k = o.int('k', 9, 1);
-    const perImage = o.int('per-image', 1, 1);
-    const perPage = o.int('per-page', 16, 1);
-    const batchSize = o.int('batch-size', 64, 1);
-    const batchUnits = o.int('project-batch', 48, 1);
-    const every = o.int('checkpoint-every', 20, 1);
-    const limit = o.has('limit') ? o.int('limit', 0, 1) : undefined;
-    const order = o.choice('order', ['index', 'max'] as const, 'index');
-    const settings = { rule: o.choice('rule', BACKWARD_RULES, 'deconvnet'), lrn: o.choice('lrn', LRN_MODES, 'gradient'), seedValue: 'activation' as const };
+    const k = o.int('k', 1);
+    const perImage = o.int('per-image', 1);
+    const perPage = o.int('per-page', 1);
+    const batchSize = o.int('batch-size', 1);
+    const batchUnits = o.int('project-batch', 1);
+    const every = o.int('checkpoint-every', 1);
+    const limit = o.has('limit') ? o.int('limit', 1) : undefined;
+    const order = o.choice('order', TOPK_ORDERS);
+    const settings = { rule: o.choice('rule', BACKWARD_RULES), lrn: o.choice('lrn', LRN_MODES), seedValue: 'activation' as const };
     const layerArg = o.string('layers');
     const requested = layerArg?.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
     if (requested?.length === 0) throw new UsageError('--layers needs at least one layer name');
