@@ -2,16 +2,13 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { correspondence, datasetPartsSet, loadPartsSet, paperLayers57, parseParts, prepareImages, PARTS_SCHEMA, type CorrespondenceImage } from '../analysis/correspondence.js';
-import { correspondenceFiles } from '../report/correspondence.js';
-import type { Rect } from '../util/rect.js';
-import { compactJson } from '../util/json.js';
+import { correspondenceFiles, partsSetFiles } from '../report/correspondence.js';
 import { invarianceCurves, meanCurves, outputLayer, paperLayers, paperSweeps, type NamedResult, type Sweep } from '../analysis/invariance.js';
 import { invarianceFiles } from '../report/invariance.js';
 import { writeOutputs } from '../report/files.js';
 import { decodeImage, fitImage, imageToInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
 import type { Model } from '../model/layers.js';
-import { encodePng } from '../render/figure.js';
 import type { Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
 import { DATA_OPTIONS, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
@@ -156,15 +153,8 @@ async function correspondenceImages(o: Options, model: Model): Promise<{ images:
     const maxBox = o.number('max-box');
     if (!(maxBox > 0 && maxBox <= 1)) throw new UsageError(`--max-box must be in (0, 1], got ${maxBox}`);
     const items = await datasetPartsSet(ds, cls, o.int('count', 2), maxBox);
-    // The demo set is written out in the parts.json form, so it can be rerun with --images and --parts.
-    const set = new Map<string, Uint8Array | string>();
-    const parts: Record<string, Record<string, Rect>> = {};
-    for (const [i, it] of items.entries()) {
-      const file = `${String(i).padStart(2, '0')}-${it.name.replace(/[^\w.-]+/g, '_')}.png`;
-      set.set(join('set', file), await encodePng(it.image));
-      parts[file] = it.parts;
-    }
-    set.set(join('set', 'parts.json'), compactJson({ coordinates: 'image', images: parts }));
+    // The set is written out in the parts.json form, so it can be rerun with --images and --parts.
+    const set = await partsSetFiles(items);
     return { images: prepareImages(items, 'image', model), set };
   }
   if (dirArg === undefined || partsArg === undefined) throw new UsageError('give --images DIR and --parts parts.json, or --data');
