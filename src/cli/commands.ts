@@ -115,7 +115,7 @@ export const COMMANDS: Record<string, Command> = {
       model: { value: true, help: 'zoo model to train, or a trained .onnx/.safetensors to analyse as it is', default: DEMO_DEFAULTS.model },
       epochs: { value: true, help: 'training epochs', default: DEMO_DEFAULTS.epochs },
       scan: { value: true, help: 'images the sweeps (top-9, evolution, activity) scan', default: DEMO_DEFAULTS.scan },
-      quick: { value: false, help: 'a tiny run (a few hundred images, 2 epochs) to check the pipeline' },
+      quick: { value: false, help: `a tiny run to check the pipeline (--data ${DEMO_QUICK.data}, ${DEMO_QUICK.epochs} epochs)` },
     },
     async run(o) {
       const base = { ...DEMO_DEFAULTS, ...(o.flag('quick') ? DEMO_QUICK : {}) };
