@@ -60,20 +60,12 @@ export class ChainImporter {
   }
 
   private add(d: Draft): void {
-    const name = this.uniqueName(d);
+    const name = uniqueLayerName(d, this.taken, this.layers.length);
     d.layer.name = name;
     this.layers.push(d.layer);
     for (const [suffix, t] of d.params) this.weights.set(`${name}.${suffix}`, { shape: [...t.dims], data: t.data });
     // Shapes are checked layer by layer so that a mismatch names the layer where it starts.
     this.currentShape();
-  }
-
-  private uniqueName(d: Draft): string {
-    const base = layerNameFromWeights([...d.params.values()].map((t) => t.origin)) ?? layerNameFromNode(d.node) ?? `${d.node.opType.toLowerCase()}${this.layers.length}`;
-    let name = base;
-    for (let k = 2; this.taken.has(name); k++) name = `${base}_${k}`;
-    this.taken.add(name);
-    return name;
   }
 
   /** The one reader of chain tensor x, which must read it as its data input. */
@@ -91,6 +83,18 @@ export class ChainImporter {
 }
 
 /** `conv1.weight` -> `conv1`, `features.0.bias` -> `features.0`: PyTorch's module path. */
+/**
+ * A layer name from the draft's weights (`features.0`), else its node's scope, else op and position; made unique
+ * against `taken` with a suffix and added to it.
+ */
+export function uniqueLayerName(d: Draft, taken: Set<string>, position: number): string {
+  const base = layerNameFromWeights([...d.params.values()].map((t) => t.origin)) ?? layerNameFromNode(d.node) ?? `${d.node.opType.toLowerCase()}${position}`;
+  let name = base;
+  for (let k = 2; taken.has(name); k++) name = `${base}_${k}`;
+  taken.add(name);
+  return name;
+}
+
 export function layerNameFromWeights(origins: string[]): string | undefined {
   for (const o of origins) {
     const m = /^(.+)\.(weight|bias|running_mean|running_var)$/.exec(o);

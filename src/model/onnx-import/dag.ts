@@ -7,7 +7,7 @@ import { MODEL_INPUT, withChainInputs } from '../graph.js';
 import type { Layer } from '../layers.js';
 import { opOf } from '../ops/index.js';
 import { refuse, unsupportedOp } from './attributes.js';
-import { layerNameFromNode, layerNameFromWeights } from './chain.js';
+import { uniqueLayerName } from './chain.js';
 import type { GraphIndex, InputShape } from './graph.js';
 import { LAYER_OPS, NodeConverter, type Draft } from './node-layers.js';
 import { ShapeEvaluator } from './shape-eval.js';
@@ -89,19 +89,11 @@ export class GraphImporter {
   }
 
   private add(d: Draft, out: string): void {
-    const layer = { ...d.layer, name: this.uniqueName(d) };
+    const layer = { ...d.layer, name: uniqueLayerName(d, this.taken, this.layers.length) };
     this.layers.push(layer);
     for (const [suffix, t] of d.params) this.weights.set(`${layer.name}.${suffix}`, { shape: [...t.dims], data: t.data });
     // Shapes are checked layer by layer so that a mismatch names the layer where it starts.
     this.outShape.set(layer.name, opOf(layer).shape(layer, layer.inputs!.map((i) => this.outShape.get(i)!)));
     this.alias(out, layer.name);
-  }
-
-  private uniqueName(d: Draft): string {
-    const base = layerNameFromWeights([...d.params.values()].map((t) => t.origin)) ?? layerNameFromNode(d.node) ?? `${d.node.opType.toLowerCase()}${this.layers.length}`;
-    let name = base;
-    for (let k = 2; this.taken.has(name); k++) name = `${base}_${k}`;
-    this.taken.add(name);
-    return name;
   }
 }
