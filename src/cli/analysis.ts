@@ -12,6 +12,7 @@ import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
 import { DATA_OPTIONS, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
+import { paperLayerTitles } from './paper-layers.js';
 
 
 function layersFrom(o: Options, fallback: string[]): string[] {
@@ -20,20 +21,6 @@ function layersFrom(o: Options, fallback: string[]): string[] {
   const layers = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   if (layers.length === 0) throw new UsageError('--layers needs at least one layer name');
   return layers;
-}
-
-/** A model without the paper's layer sequence still runs, with --layers; only the defaults are missing. */
-function unlessThrows<T>(f: () => T): T | undefined {
-  try {
-    return f();
-  } catch {
-    return undefined;
-  }
-}
-
-/** `layer 1`-style names for the paper's layers, so that figures say which of the paper's layers they show. */
-function titler(paper: Record<string, string>): (l: string) => string {
-  return (l) => (paper[l] ? `${l} (${paper[l]})` : l);
 }
 
 /** "FROM:TO:STEP" (both ends included) or "A,B,C". */
@@ -110,8 +97,8 @@ export const invarianceCommand: Command = {
   async run(o) {
     const dir = o.required('out');
     const model = modelFrom(o);
-    const paper = unlessThrows(() => paperLayers(model));
-    const layers = layersFrom(o, paper ?? []);
+    const paper = paperLayerTitles(model, paperLayers, ['layer 1', 'layer 7']);
+    const layers = layersFrom(o, paper.layers ?? []);
     if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (no conv + two linear layers to pick the paper's layers from)`);
     const sweeps = sweepsFrom(o, model.input[1]);
     const batch = o.int('batch', 1);
@@ -128,9 +115,8 @@ export const invarianceCommand: Command = {
         sources.push(given ? 'given' : label !== undefined ? 'dataset label' : 'predicted');
         results.push({ name, result: await invarianceCurves(engine, input, trueClass, { layers, sweeps, batch }) });
       }
-      const title = titler(paper ? { [paper[0]]: 'layer 1', [paper[1]]: 'layer 7' } : {});
       const mean = meanCurves(results.map((r) => r.result));
-      writeOutputs(dir, await invarianceFiles({ model, layers, sweeps, results, classSources: sources, exampleInput: inputs[0].input, layerTitle: title }));
+      writeOutputs(dir, await invarianceFiles({ model, layers, sweeps, results, classSources: sources, exampleInput: inputs[0].input, layerTitle: paper.title }));
       const summary = mean.map((c) => {
         const range = `${c.kind} ${c.amounts[0]}..${c.amounts[c.amounts.length - 1]}`;
         const distances = layers.map((l) => `${l} ${Math.max(...c.distance[l]).toFixed(3)}`).join(', ');
@@ -193,8 +179,8 @@ export const correspondCommand: Command = {
   async run(o) {
     const dir = o.required('out');
     const model = modelFrom(o);
-    const paper = unlessThrows(() => paperLayers57(model));
-    const layers = layersFrom(o, paper ?? []);
+    const paper = paperLayerTitles(model, paperLayers57, ['layer 5', 'layer 7']);
+    const layers = layersFrom(o, paper.layers ?? []);
     if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (fewer than 5 conv or 2 linear layers to pick the paper's layers from)`);
     const draws = o.int('random', 1);
     const seed = o.int('seed');
@@ -203,8 +189,7 @@ export const correspondCommand: Command = {
     const engine = new Engine(model);
     try {
       const result = await correspondence(engine, images, { layers, draws, seed, batch });
-      const title = titler(paper ? { [paper[0]]: 'layer 5', [paper[1]]: 'layer 7' } : {});
-      const { files, markdown } = await correspondenceFiles(model, images, result, title);
+      const { files, markdown } = await correspondenceFiles(model, images, result, paper.title);
       writeOutputs(dir, new Map([...(set ?? []), ...files]));
       process.stdout.write(`${markdown}wrote correspondence.md, correspondence.json, correspondence.png${set ? ' and set/' : ''} to ${dir}/\n`);
     } finally {

@@ -14,7 +14,6 @@ import type { Dataset } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
 import { fitImage, imageToInput, loadInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
-import type { Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
 import { isZooName } from '../model/zoo.js';
 import { encodePng } from '../render/figure.js';
@@ -32,6 +31,7 @@ import { PAPER_TRAINING, readTrainConfig, train, type TrainConfig } from '../tra
 import { writeFileAtomic } from '../util/fs.js';
 import { fileCheckpoint } from '../util/checkpoint.js';
 import { formatSeconds } from '../util/progress.js';
+import { paperLayerTitles } from './paper-layers.js';
 import { Progress } from './progress.js';
 
 export interface DemoSettings {
@@ -61,17 +61,6 @@ function demoTraining(epochs: number): TrainConfig {
 }
 
 const firstN = (n: number, size: number) => Array.from({ length: Math.min(n, size) }, (_, i) => i);
-
-/** The paper's layer names for figure titles ("relu1 (layer 1)"), where the model has the paper's sequence. */
-function paperTitles(model: Model, pick: (m: Model) => [string, string], names: [string, string]): (l: string) => string {
-  let layers: [string, string] | undefined;
-  try {
-    layers = pick(model);
-  } catch {
-    layers = undefined;
-  }
-  return (l) => (layers?.[0] === l ? `${l} (${names[0]})` : layers?.[1] === l ? `${l} (${names[1]})` : l);
-}
 
 export async function runDemoPipeline(s: DemoSettings, log: (line: string) => void): Promise<string> {
   const at = (step: keyof typeof RUN_LAYOUT) => join(s.out, RUN_LAYOUT[step]);
@@ -139,7 +128,7 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       if (!exampleInput) throw new Error(`${ds.name}: no images for the invariance curves`);
       writeOutputs(at('invariance'), await invarianceFiles({
         model, layers, sweeps, results, classSources: results.map(() => 'dataset label'), exampleInput,
-        layerTitle: paperTitles(model, paperLayers, ['layer 1', 'layer 7']),
+        layerTitle: paperLayerTitles(model, paperLayers, ['layer 1', 'layer 7']).title,
       }));
     });
 
@@ -184,7 +173,7 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       const items = await datasetPartsSet(ds, 0, 5, 0.5);
       const images = prepareImages(items, 'image', model);
       const result = await correspondence(engine, images, { layers: paperLayers57(model), draws: 10, seed: 0, batch: 64 });
-      const { files } = await correspondenceFiles(model, images, result, paperTitles(model, paperLayers57, ['layer 5', 'layer 7']));
+      const { files } = await correspondenceFiles(model, images, result, paperLayerTitles(model, paperLayers57, ['layer 5', 'layer 7']).title);
       writeOutputs(at('correspondence'), new Map([...(await partsSetFiles(items)), ...files]));
     });
   } finally {
