@@ -28,9 +28,18 @@ describe('convscope project', () => {
     const png = join(dir, 'p.png');
     const r = run(['project', '--model', fixture('model.onnx'), '--input-npy', fixture('input.npy'), '--layer', 'relu5', '--feature', '19', '--out', out, '--png', png]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /relu5 feature 19 at \(1,1\) = 78\.53/);
+    assert.match(r.stdout, /relu5 feature 19 at \(1,1\) = 78\.53\d*; deconvnet, LRN gradient, seed activation/);
     assertClose(readNpy(out), fixtureNpy('zf_proj_relu5_f19_lrngrad.npy'), 1e-4, 'CLI projection');
     assert.ok(existsSync(png));
+  });
+
+  test('a residual graph model from stock torch.onnx.export projects, and no LRN mode is named where there is no LRN', () => {
+    const graph = join(ROOT, '..', 'shared', 'fixtures', 'graph', 'resnet_small');
+    const out = join(tmp(), 'g.npy');
+    const r = run(['project', '--model', join(graph, 'model.onnx'), '--input-npy', join(graph, 'input.npy'), '--layer', 'relu', '--feature', '2', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^relu feature 2 at \(\d+,\d+\) = [\d.]+; deconvnet, seed activation$/m);
+    assert.deepEqual(readNpy(out).shape, [1, 3, 64, 64]);
   });
 
   test('reads an image, applies --mean, and matches the same input given as .npy', () => {

@@ -92,13 +92,15 @@ export const COMMANDS: Record<string, Command> = {
       try {
         const result = await projectUnit(engine, input, layer, feature, position, settings);
         const { unit, value } = result;
-        const caption = `${model.name} ${layer} feature ${unit.feature} at (${unit.y},${unit.x}); ${settings.rule}, LRN ${settings.lrn}`;
+        // The LRN mode changes nothing in a model without LRN: say it only where it applies.
+        const how = `${settings.rule}${model.layers.some((l) => l.type === 'lrn') ? `, LRN ${settings.lrn}` : ''}`;
+        const caption = `${model.name} ${layer} feature ${unit.feature} at (${unit.y},${unit.x}); ${how}`;
         // Both files are complete in memory before either is written, so a failure leaves no partial output.
         const figure = png ? await projectionFigurePng(input, result.projection, model.preprocess, caption) : undefined;
         writeFileAtomic(out, encodeNpy(result.projection));
         if (png && figure) writeFileAtomic(png, figure);
         process.stdout.write(
-          `${layer} feature ${unit.feature} at (${unit.y},${unit.x}) = ${value.toPrecision(6)}; ${settings.rule}, LRN ${settings.lrn}, seed ${settings.seedValue}\n` +
+          `${layer} feature ${unit.feature} at (${unit.y},${unit.x}) = ${value.toPrecision(6)}; ${how}, seed ${settings.seedValue}\n` +
             `wrote ${out}${png ? ` and ${png}` : ''}\n`,
         );
       } finally {
