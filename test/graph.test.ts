@@ -456,26 +456,53 @@ describe('graph structure', () => {
   });
 });
 
-describe('occlusion on a graph model', () => {
+describe('incremental occlusion through branches and merges', () => {
   const model = residualModel();
   const engine = new Engine(model, { threads: 1 });
-  after(() => engine.dispose());
+  const branches = branchModel();
+  const branchEngine = new Engine(branches, { threads: 1 });
+  after(() => Promise.all([engine.dispose(), branchEngine.dispose()]));
 
-  test('the planner plans nothing incremental, and occlusion equals full recomputation', async () => {
-    const infos = inferShapes(model);
-    const plan = planIncremental(infos, [[0, 0, 3, 3], [2, 4, 5, 7]]);
-    assert.equal(plan.segments.length, 0);
-    assert.equal(plan.tailFrom, 0);
-    assert.equal(plan.flops.incremental, plan.flops.full);
+  test('the planner carries boxes through the residual add (union of its inputs) and the concat', () => {
+    const boxes: [number, number, number, number][] = [[0, 0, 3, 3], [2, 4, 5, 7]];
+    const plan = planIncremental(inferShapes(model), boxes, { fullFraction: 1 });
+    const name = (i: number) => model.layers[i].name;
+    assert.deepEqual(plan.segments.map((s) => `${name(s.from)}..${name(s.to)}`), ['conv1..relu1', 'conv2..relu2', 'conv3..conv3', 'add..relu3']);
+    const add = plan.segments[3];
+    // The add reads conv3 (box widened by two 3x3 convs) and relu1 (one conv): the union is conv3's box.
+    assert.deepEqual(add.inputs, [4, 1]);
+    assert.deepEqual(add.size, plan.segments[2].size);
+    // relu1 is read by conv2 and, past its run, by the add: its box is exposed.
+    assert.deepEqual(plan.segments[0].exposed, [1]);
+    // The pool's box would cover its whole 4x4 map: full from there.
+    assert.equal(name(plan.tailFrom), 'pool');
+    assert.deepEqual(plan.tailInputs, [6]);
+    const cat = planIncremental(inferShapes(branches), boxes, { fullFraction: 1 });
+    assert.ok(cat.segments.some((s) => branches.layers[s.from].name === 'cat' && s.inputs.length === 2));
+  });
+
+  for (const [label, m, e] of [['residual', model, () => engine], ['branches', branches, () => branchEngine]] as const) {
+    for (const fullFraction of [1, 0.75]) {
+      test(`${label}, fullFraction ${fullFraction}: incremental paper maps and attribution equal full recomputation`, async () => {
+        const input = randomInput(1, 11);
+        const common = { window: 3, stride: 2, target: 1, fill: 0 as const, fullFraction };
+        const paper = { ...common, mode: 'paper' as const, layer: m.layers[m.layers.length - 4].name };
+        const inc = await occlusionMaps(e(), input, { ...paper, incremental: true });
+        const full = await occlusionMaps(e(), input, { ...paper, incremental: false });
+        assert.ok(inc.flops.incremental! < inc.flops.full, 'the plan computes less than full recomputation');
+        assertNear(inc.activation.data, full.activation.data, TOL, 'activation map');
+        assertNear(inc.probability.data, full.probability.data, TOL, 'probability map');
+        const a = await occlusionMaps(e(), input, { ...common, mode: 'attribution', incremental: true });
+        const b = await occlusionMaps(e(), input, { ...common, mode: 'attribution', incremental: false });
+        if (a.mode !== 'attribution' || b.mode !== 'attribution') throw new Error('attribution mode expected');
+        assertNear(a.attribution.data, b.attribution.data, TOL, 'attribution');
+      });
+    }
+  }
+
+  test('each occluded logit equals the float64 reference, occluding by hand', async () => {
     const input = randomInput(1, 11);
-    const options = { mode: 'attribution' as const, window: 3, stride: 2, target: 1, fill: 0 };
-    const inc = await occlusionMaps(engine, input, { ...options, incremental: true });
-    const full = await occlusionMaps(engine, input, { ...options, incremental: false });
-    assert.equal(inc.mode, 'attribution');
-    assert.equal(full.mode, 'attribution');
-    if (inc.mode !== 'attribution' || full.mode !== 'attribution') return;
-    assertNear(inc.attribution.data, full.attribution.data, TOL, 'attribution');
-    // And each occluded logit against the float64 reference, occluding by hand.
+    const inc = await occlusionMaps(engine, input, { mode: 'attribution', window: 3, stride: 2, target: 1, fill: 0, fullFraction: 1 });
     const ref = new Reference(model);
     const { ys, xs } = inc.grid;
     const base0 = ref.forward(item(input, 0)).values.get(model.layers.length - 1)!.data[1];

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { Engine } from '../engine/engine.js';
 import { decodeImage, fitImage, imageToInput, type RgbImage } from '../data/image.js';
 import type { Dataset } from '../data/dataset.js';
+import { Landmarks } from '../model/landmarks.js';
 import { findLayer, type Model } from '../model/layers.js';
 import { sizeOf, tensor, type Tensor } from '../tensor.js';
 import { Rng } from '../util/random.js';
@@ -217,13 +218,10 @@ export interface CorrespondenceResult {
   rows: CorrespondenceRow[];
 }
 
-/** The paper's layers 5 and 7: the rectified outputs of the fifth convolution and of the second fully connected layer. */
+/** The paper's layers 5 and 7: the deepest rectified feature map and the features the classifier reads. */
 export function paperLayers57(model: Model): [string, string] {
-  const convs = model.layers.flatMap((l, i) => (l.type === 'conv2d' ? [i] : []));
-  const linears = model.layers.flatMap((l, i) => (l.type === 'linear' ? [i] : []));
-  if (convs.length < 5 || linears.length < 2) throw new Error(`model ${model.name} has fewer than 5 conv or 2 linear layers; name the layers to compare`);
-  const rectified = (i: number) => (model.layers[i + 1]?.type === 'relu' ? model.layers[i + 1].name : model.layers[i].name);
-  return [rectified(convs[4]), rectified(linears[1])];
+  const marks = new Landmarks(model);
+  return [marks.lastFeatureMap(), marks.classifierInput()];
 }
 
 /** Parts with identical region sizes in every image share one random baseline. */

@@ -3,6 +3,7 @@
 import { batches } from '../data/batches.js';
 import type { Dataset, Skipped } from '../data/dataset.js';
 import type { Engine } from '../engine/engine.js';
+import { Landmarks } from '../model/landmarks.js';
 import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
 import type { OnProgress } from '../util/progress.js';
@@ -134,11 +135,8 @@ export interface ConvLayerReport {
 
 /** The conv layers of a model, each with the ReLU that rectifies it (the layer the activity is measured on). */
 export function convLayers(model: Model): { conv: string; activation: string }[] {
-  return model.layers.flatMap((l, i) => {
-    if (l.type !== 'conv2d') return [];
-    const next = model.layers[i + 1];
-    return [{ conv: l.name, activation: next?.type === 'relu' ? next.name : l.name }];
-  });
+  const marks = new Landmarks(model);
+  return model.layers.flatMap((l, i) => (l.type === 'conv2d' ? [{ conv: l.name, activation: marks.rectified(i) }] : []));
 }
 
 /** The per-conv-layer table of `convscope filters`. */

@@ -6,6 +6,7 @@
 // the dataset mean, i.e. 0 input, the same grey the occlusion experiments use.
 import type { Engine } from '../engine/engine.js';
 import { transformInput, type Transform } from '../data/transform.js';
+import { Landmarks } from '../model/landmarks.js';
 import { findLayer, type Model } from '../model/layers.js';
 import { sizeOf, tensor, type Tensor } from '../tensor.js';
 
@@ -62,24 +63,10 @@ export function paperSweeps(height: number): Sweep[] {
   return [{ kind: 'translate', amounts: translate }, { kind: 'scale', amounts: scale }, { kind: 'rotate', amounts: rotate }];
 }
 
-/** The layer after `index` when it is a ReLU (the paper's layers are rectified outputs), else the layer itself. */
-function rectified(model: Model, index: number): string {
-  const next = model.layers[index + 1];
-  return next?.type === 'relu' ? next.name : model.layers[index].name;
-}
-
-/** The paper's "layer 1" and "layer 7": the rectified outputs of the first convolution and of the second fully connected layer. */
+/** The paper's "layer 1" and "layer 7": the rectified first convolution and the features the classifier reads. */
 export function paperLayers(model: Model): [string, string] {
-  const conv = model.layers.findIndex((l) => l.type === 'conv2d');
-  const linears = model.layers.flatMap((l, i) => (l.type === 'linear' ? [i] : []));
-  if (conv < 0 || linears.length < 2) throw new Error(`model ${model.name} has no conv layer or fewer than two linear layers; name the layers to compare`);
-  return [rectified(model, conv), rectified(model, linears[1])];
-}
-
-/** The model's last layer; its values are class scores, turned into probabilities unless it is a softmax already. */
-export function outputLayer(model: Model): { name: string; isSoftmax: boolean } {
-  const last = model.layers[model.layers.length - 1];
-  return { name: last.name, isSoftmax: last.type === 'softmax' };
+  const marks = new Landmarks(model);
+  return [marks.firstConv(), marks.classifierInput()];
 }
 
 export function softmax(scores: ArrayLike<number>, isSoftmax = false): Float64Array {
@@ -128,7 +115,7 @@ export async function invarianceCurves(engine: Engine, input: Tensor, trueClass:
   const { model } = engine;
   checkSweeps(options.sweeps);
   for (const l of options.layers) findLayer(model, l);
-  const out = outputLayer(model);
+  const out = new Landmarks(model).output();
   const classes = engine.unitsPerItem(out.name);
   if (trueClass !== undefined && !(Number.isInteger(trueClass) && trueClass >= 0 && trueClass < classes)) {
     throw new Error(`true class ${trueClass} is out of range for ${classes} classes`);

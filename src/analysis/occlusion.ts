@@ -7,6 +7,7 @@
 import { IncrementalRunner, channelSum, channelSums, planIncremental, type LayerBatch } from '../engine/incremental.js';
 import type { Engine } from '../engine/engine.js';
 import type { Rect } from '../util/rect.js';
+import { Landmarks } from '../model/landmarks.js';
 import type { Model, Pair } from '../model/layers.js';
 import { batchItem, sizeOf, tensor, type Tensor } from '../tensor.js';
 import { batches } from '../data/batches.js';
@@ -37,7 +38,7 @@ export interface OcclusionOptions {
   fill?: Fill;
   /** Class whose probability (paper) or output (attribution) is tracked; default: the unoccluded prediction. */
   target?: number;
-  /** Layer whose strongest feature map is tracked (paper mode); default relu5, the paper's rectified layer 5. */
+  /** Layer whose strongest feature map is tracked (paper mode); default the deepest rectified feature map (relu5 on ZFNet, the paper's layer 5). */
   layer?: string;
   mode?: OcclusionMode;
   /** Recompute only what each occluder changes (default); false runs every occluded image through in full. */
@@ -190,12 +191,6 @@ async function evaluator(engine: Engine, input: Tensor, grid: OcclusionGrid, fil
   return { evaluate, incrementalFlops: undefined };
 }
 
-/** The model's output layer; class scores are its values, after softmax unless it is a softmax itself. */
-function outputLayer(model: Model): { name: string; isSoftmax: boolean } {
-  const last = model.layers[model.layers.length - 1];
-  return { name: last.name, isSoftmax: last.type === 'softmax' };
-}
-
 function softmaxInPlace(v: Float32Array | Float64Array, isSoftmax: boolean): void {
   if (isSoftmax) return;
   let max = -Infinity;
@@ -264,7 +259,7 @@ export async function occlusionMaps(engine: Engine, input: Tensor, options: Occl
 
 async function attributionMap(engine: Engine, input: Tensor, grid: OcclusionGrid, fill: Fill, fillValues: Float32Array, batch: number, options: OcclusionOptions): Promise<AttributionMap> {
   const [c, h, w] = engine.model.input;
-  const out = outputLayer(engine.model);
+  const out = new Landmarks(engine.model, engine.infos).output();
   const base = (await engine.forward(input, [out.name])).activations.get(out.name)!.data;
   const predicted = argmax(base);
   const target = options.target ?? predicted;
@@ -310,10 +305,11 @@ function strongestFeature(act: Tensor): number {
 
 async function paperMaps(engine: Engine, input: Tensor, grid: OcclusionGrid, fill: Fill, fillValues: Float32Array, batch: number, options: OcclusionOptions): Promise<PaperMaps> {
   const { model } = engine;
-  const layer = options.layer ?? 'relu5';
+  const marks = new Landmarks(model, engine.infos);
+  const layer = options.layer ?? marks.lastFeatureMap();
   const shape = engine.info(layer).outShape;
   if (shape.length !== 3) throw new Error(`layer ${layer} outputs [${shape}]; occlusion tracks a layer of feature maps [C,H,W]`);
-  const out = outputLayer(model);
+  const out = marks.output();
   const { activations } = await engine.forward(input, [layer, out.name]);
   const act = activations.get(layer)!;
   const probs = Float64Array.from(activations.get(out.name)!.data);

@@ -8,6 +8,7 @@ import { batches } from '../data/batches.js';
 import type { Dataset, Skipped } from '../data/dataset.js';
 import type { Engine } from '../engine/engine.js';
 import { mapShape } from '../engine/topk-graph.js';
+import { Landmarks } from '../model/landmarks.js';
 import { findLayer, layerToJson, type Model } from '../model/layers.js';
 import type { CheckpointStore } from '../util/checkpoint.js';
 import { errorLine } from '../util/errors.js';
@@ -56,16 +57,9 @@ export interface TopkOptions {
 
 // ---------------------------------------------------------------- layers
 
-/** The rectified feature maps: every ReLU whose output is a [C, H, W] map; the conv layers if there is none. */
-export function defaultTopkLayers(engine: Engine): string[] {
-  const maps = engine.infos.filter((i) => i.outShape.length === 3);
-  const relus = maps.filter((i) => i.layer.type === 'relu').map((i) => i.layer.name);
-  return relus.length > 0 ? relus : maps.filter((i) => i.layer.type === 'conv2d').map((i) => i.layer.name);
-}
-
 /** The requested layers in model order, each checked; an unknown name throws, naming the model's layers. */
 export function resolveTopkLayers(engine: Engine, layers?: string[]): string[] {
-  const names = layers ?? defaultTopkLayers(engine);
+  const names = layers ?? new Landmarks(engine.model, engine.infos).featureMaps();
   if (names.length === 0) throw new Error(`model ${engine.model.name} has no feature maps to scan; name layers explicitly`);
   const unique = [...new Set(names)];
   for (const name of unique) findLayer(engine.model, name);

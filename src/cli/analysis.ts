@@ -3,11 +3,12 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { correspondence, datasetPartsSet, loadPartsSet, paperLayers57, parseParts, prepareImages, PARTS_SCHEMA, type CorrespondenceImage } from '../analysis/correspondence.js';
 import { correspondenceFiles, partsSetFiles } from '../report/correspondence.js';
-import { invarianceCurves, meanCurves, outputLayer, paperLayers, paperSweeps, type NamedResult, type Sweep } from '../analysis/invariance.js';
+import { invarianceCurves, meanCurves, paperLayers, paperSweeps, type NamedResult, type Sweep } from '../analysis/invariance.js';
 import { invarianceFiles } from '../report/invariance.js';
 import { writeOutputs } from '../report/files.js';
 import { decodeImage, fitImage, imageToInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
+import { Landmarks } from '../model/landmarks.js';
 import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
@@ -105,7 +106,7 @@ export const invarianceCommand: Command = {
     const inputs = await invarianceInputs(o, model);
     const engine = new Engine(model);
     try {
-      const classes = engine.unitsPerItem(outputLayer(model).name);
+      const classes = engine.unitsPerItem(new Landmarks(model).output().name);
       const given = o.string('true-class')?.split(',').map((s) => classIndex(s.trim(), model.classes, classes));
       if (given && given.length !== 1 && given.length !== inputs.length) throw new UsageError(`--true-class gives ${given.length} classes for ${inputs.length} images; give 1 or ${inputs.length}`);
       const results: NamedResult[] = [];

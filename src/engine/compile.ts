@@ -19,26 +19,28 @@ export interface ForwardTrace {
   outputs: string[];
   /** What layer i's forward left for its backward: max-pool switches, dropout masks, GEMM columns. */
   saved: Saved[];
-  /** The tensor each producer index stands for, the model input (or the `from` layer's input) at -1. */
+  /** The tensor each producer index stands for: the model input at -1, `external` tensors before `from`. */
   tensorOf(producer: number): string;
 }
 
 export interface ForwardRange {
-  /** First layer to compute; `input` is that layer's (single) input (default 0: the image). */
+  /** First layer to compute (default 0). */
   from?: number;
   /** Last layer to compute (inclusive). */
   upTo: number;
+  /**
+   * Tensors standing for layers before `from` that the computed layers read (incremental occlusion runs parts of the
+   * model on crops); producer -1, the image, is `input` unless given here.
+   */
+  external?: ReadonlyMap<number, string>;
 }
 
 export function emitForward(b: GraphBuilder, model: Model, infos: LayerInfo[], input: string, weight: WeightSource, opts: ForwardOptions & ForwardRange): ForwardTrace {
   const from = opts.from ?? 0;
   const outputs: string[] = [];
   const saved: Saved[] = [];
-  // Starting mid-model (incremental occlusion, chains only): `input` stands for the `from` layer's first input.
-  const start = from === 0 ? IMAGE : infos[from].inputs[0];
   const tensorOf = (p: number): string => {
-    if (p === start) return input;
-    const t = outputs[p];
+    const t = opts.external?.get(p) ?? (p === IMAGE ? input : outputs[p]);
     if (t === undefined) throw new Error(`internal: layer ${p} is read before it is computed (forward from ${from})`);
     return t;
   };

@@ -6,7 +6,7 @@
 import ort from 'onnxruntime-node';
 import { GraphBuilder } from '../onnx/builder.js';
 import type { Layer, Model, Pair } from '../model/layers.js';
-import { isChain } from '../model/graph.js';
+import { IMAGE } from '../model/graph.js';
 import { opOf } from '../model/ops/index.js';
 import type { BoxWindow as Window } from '../model/ops/types.js';
 import type { LayerInfo } from '../model/shapes.js';
@@ -16,14 +16,22 @@ import { activationName, emitForward } from './compile.js';
 import { runEngineGraph, type Engine } from './engine.js';
 import { initializerWeights } from './graphs.js';
 
-/** One window layer and the per-position layers after it, run on crops of its input. */
+/**
+ * A run of layers computed on boxes: a window layer (or a per-position merge of several maps, such as a residual Add)
+ * and the per-position layers after it that read only the layer before, run on crops of its inputs.
+ */
 export interface Segment {
   from: number;
   to: number;
+  /** The first layer's window; a merge's is the 1x1 identity window. */
   window: Window;
-  /** [C, H, W] of the segment's input and output maps. */
-  inShape: [number, number, number];
+  /** Producer indices of the first layer's inputs (-1 for the image). */
+  inputs: number[];
+  /** [C, H, W] of each input map, and of the last layer's output. */
+  inShapes: [number, number, number][];
   outShape: [number, number, number];
+  /** Layers of the run whose boxes a later layer, or the full tail, reads (the last one always). */
+  exposed: number[];
   /** The output box computed per occluded input: the largest box any position changes, the same for all. */
   size: Pair;
   /** Input crop that the box needs: (size - 1) * stride + kernel, in padded input coordinates. */
@@ -40,8 +48,10 @@ export interface IncrementalPlan {
   /** The occluder boxes on the input, one per position. */
   boxes: Rect[];
   segments: Segment[];
-  /** First layer run in full on the patched map; model.layers.length when every layer runs on boxes. */
+  /** First layer run in full (it and every later layer); model.layers.length when every layer runs on boxes. */
   tailFrom: number;
+  /** Layers before tailFrom (or -1, the image) that the full tail reads, patched maps built from their boxes. */
+  tailInputs: number[];
   /** FLOPs per occluded input: full recomputation and what the plan computes. */
   flops: { full: number; incremental: number };
 }
@@ -56,6 +66,8 @@ export interface PlanOptions {
 
 export const DEFAULT_FULL_FRACTION = 0.75;
 
+const IDENTITY: Window = { kernel: [1, 1], stride: [1, 1], padding: [0, 0], padValue: 0 };
+
 /** How a layer can run on boxes (the op table's box role), without the crop-form layer. */
 function boxRole(layer: Layer): Window | 'per-position' | 'full' {
   const role = opOf(layer).box(layer);
@@ -69,45 +81,65 @@ function reach(a: number, b: number, k: number, s: number, p: number, out: numbe
   return hi > lo ? [lo, hi] : [lo, lo];
 }
 
+/** The smallest interval holding each position's intervals of every input (a merge changes where any input does). */
+function union(perInput: Pair[][]): Pair[] {
+  return perInput[0].map((_, n) => [Math.min(...perInput.map((iv) => iv[n][0])), Math.max(...perInput.map((iv) => iv[n][1]))]);
+}
+
+/** Whether layer i can start a segment: a window op on one map, or a per-position op on maps of its own size. */
+function segmentStart(info: LayerInfo): Window | undefined {
+  const role = boxRole(info.layer);
+  const [, h, w] = info.outShape;
+  if (role === 'full' || info.outShape.length !== 3 || info.inShapes.some((s) => s.length !== 3)) return undefined;
+  if (role !== 'per-position') return info.inputs.length === 1 ? role : undefined;
+  // A broadcast input ([C, 1, 1] of squeeze-excite) changes the whole map wherever it changes at all.
+  return info.inShapes.every((s) => s[1] === h && s[2] === w) ? IDENTITY : undefined;
+}
+
 /**
  * Plans incremental inference for occluder boxes on the input: per segment, the box of each position's output that
- * can change, and where to switch to full computation.
+ * can change, and where to switch to full computation. Boxes flow through the graph: a window op widens its input's
+ * box by its reach, a merge takes the union of its inputs' boxes.
  */
 export function planIncremental(infos: LayerInfo[], boxes: Rect[], options: PlanOptions = {}): IncrementalPlan {
   const fullFraction = options.fullFraction ?? DEFAULT_FULL_FRACTION;
   if (!(fullFraction > 0 && fullFraction <= 1)) throw new Error(`fullFraction must be in (0, 1], got ${fullFraction}`);
   if (boxes.length === 0) throw new Error('planIncremental needs at least one occluder box');
-  // The changed interval of every position, per axis, as it moves through the layers.
-  let rows = boxes.map(([y0, , y1]): Pair => [y0, y1]);
-  let cols = boxes.map(([, x0, , x1]): Pair => [x0, x1]);
+  const readers: number[][] = infos.map(() => []);
+  for (const info of infos) for (const p of info.inputs) if (p !== IMAGE) readers[p].push(info.index);
+  // The changed interval of every position, per axis, at each planned layer's output (and the image's, at -1).
+  const rowsOf = new Map<number, Pair[]>([[IMAGE, boxes.map(([y0, , y1]): Pair => [y0, y1])]]);
+  const colsOf = new Map<number, Pair[]>([[IMAGE, boxes.map(([, x0, , x1]): Pair => [x0, x1])]]);
   const segments: Segment[] = [];
   let i = 0;
-  // A graph model (a layer reading anything but the layer before it) is planned as nothing incremental: every
-  // occluded input runs in full from the image, which is exact. Propagating boxes through branches is a later stage.
-  const chain = isChain(infos.map((info) => info.inputs));
-  while (chain && i < infos.length) {
-    const role = boxRole(infos[i].layer);
-    if (role === 'full' || infos[i].inShape.length !== 3) break;
-    const window: Window = role === 'per-position' ? { kernel: [1, 1], stride: [1, 1], padding: [0, 0], padValue: 0 } : role;
+  while (i < infos.length) {
+    const window = segmentStart(infos[i]);
+    if (!window) break;
     let to = i;
-    while (to + 1 < infos.length && boxRole(infos[to + 1].layer) === 'per-position') to++;
-    const inShape = infos[i].inShape as [number, number, number];
+    while (to + 1 < infos.length && boxRole(infos[to + 1].layer) === 'per-position' && infos[to + 1].inputs.join() === String(to)) to++;
+    const inputs = infos[i].inputs;
     const outShape = infos[to].outShape as [number, number, number];
     const { kernel: k, stride: s, padding: p } = window;
-    rows = rows.map(([a, b]) => reach(a, b, k[0], s[0], p[0], outShape[1]));
-    cols = cols.map(([a, b]) => reach(a, b, k[1], s[1], p[1], outShape[2]));
+    const rows = union(inputs.map((q) => rowsOf.get(q)!)).map(([a, b]) => reach(a, b, k[0], s[0], p[0], outShape[1]));
+    const cols = union(inputs.map((q) => colsOf.get(q)!)).map(([a, b]) => reach(a, b, k[1], s[1], p[1], outShape[2]));
     const size: Pair = [Math.max(1, ...rows.map(([a, b]) => b - a)), Math.max(1, ...cols.map(([a, b]) => b - a))];
     const fraction = (size[0] * size[1]) / (outShape[1] * outShape[2]);
-    if (role !== 'per-position' && fraction >= fullFraction) break;
+    if (window !== IDENTITY && fraction >= fullFraction) break;
     const origins = new Int32Array(2 * boxes.length);
     rows.forEach(([a], n) => (origins[2 * n] = Math.min(a, outShape[1] - size[0])));
     cols.forEach(([a], n) => (origins[2 * n + 1] = Math.min(a, outShape[2] - size[1])));
+    for (let j = i; j <= to; j++) {
+      rowsOf.set(j, rows);
+      colsOf.set(j, cols);
+    }
     segments.push({
       from: i,
       to,
       window,
-      inShape,
+      inputs,
+      inShapes: infos[i].inShapes as [number, number, number][],
       outShape,
+      exposed: [],
       size,
       crop: [(size[0] - 1) * s[0] + k[0], (size[1] - 1) * s[1] + k[1]],
       padded: [(outShape[1] - 1) * s[0] + k[0], (outShape[2] - 1) * s[1] + k[1]],
@@ -116,12 +148,19 @@ export function planIncremental(infos: LayerInfo[], boxes: Rect[], options: Plan
     });
     i = to + 1;
   }
+  const tailFrom = i;
+  const tailInputs = [...new Set(infos.slice(tailFrom).flatMap((info) => info.inputs.filter((q) => q < tailFrom)))].sort((a, b) => a - b);
+  for (const seg of segments) {
+    for (let j = seg.from; j <= seg.to; j++) {
+      if (j === seg.to || readers[j].some((r) => r !== j + 1)) seg.exposed.push(j);
+    }
+  }
   const full = infos.reduce((a, l) => a + l.flops, 0);
-  let incremental = infos.slice(i).reduce((a, l) => a + l.flops, 0);
+  let incremental = infos.slice(tailFrom).reduce((a, l) => a + l.flops, 0);
   for (const seg of segments) {
     for (let j = seg.from; j <= seg.to; j++) incremental += infos[j].flops * seg.fraction;
   }
-  return { boxes, segments, tailFrom: i, flops: { full, incremental } };
+  return { boxes, segments, tailFrom, tailInputs, flops: { full, incremental } };
 }
 
 // ---------------------------------------------------------------- patches
@@ -224,9 +263,8 @@ function assemble(dst: Float32Array, dstOffset: number, src: Float32Array, srcSh
   }
 }
 
-/** A [C, H, W] map surrounded by its layer's padding, out to the extent its windows read. */
-function padMap(map: Float32Array, seg: Segment): Float32Array {
-  const [c, h, w] = seg.inShape;
+/** A [C, H, W] input map of a segment surrounded by its window's padding, out to the extent its windows read. */
+function padMap(map: Float32Array, [c, h, w]: [number, number, number], seg: Segment): Float32Array {
   const [ph, pw] = seg.padded;
   const [py, px] = seg.window.padding;
   const out = new Float32Array(c * ph * pw).fill(seg.window.padValue);
@@ -240,25 +278,24 @@ function padMap(map: Float32Array, seg: Segment): Float32Array {
 
 // ---------------------------------------------------------------- graphs
 
-const CROP = 'crop';
-const MAP = 'map';
+const cropInput = (j: number) => `crop${j}`;
+const mapInput = (p: number) => `map${p}`;
 
-/** The segment's layers with the window layer's padding removed: crops carry their padding explicitly. */
+/** The segment's layers on crops, the window layer's padding removed: crops carry their padding explicitly. */
 function segmentGraph(model: Model, infos: LayerInfo[], seg: Segment, outputs: number[]): Uint8Array {
   const b = new GraphBuilder();
   const weights = initializerWeights(b, model);
-  let x = b.input(CROP, ['N', seg.inShape[0], ...seg.crop]);
+  const external = new Map(seg.inputs.map((p, j) => [p, b.input(cropInput(j), ['N', seg.inShapes[j][0], ...seg.crop])]));
+  const layers = [...model.layers];
+  const cropInfos = [...infos];
   for (let i = seg.from; i <= seg.to; i++) {
-    const layer = model.layers[i];
     const inHW = i === seg.from ? seg.crop : seg.size;
-    const info = { ...infos[i], inShape: [infos[i].inShape[0], ...inHW], outShape: [infos[i].outShape[0], ...seg.size] };
-    const unpadded = unpaddedLayer(layer);
-    const cropModel = { ...model, layers: model.layers.map((l, j) => (j === i ? unpadded : l)) };
-    const cropInfos = infos.map((inf, j) => (j === i ? info : inf));
-    emitForward(b, cropModel, cropInfos, x, weights, { from: i, upTo: i, switches: false, dropout: 'identity' });
-    x = activationName(layer.name);
+    const inShapes = infos[i].inShapes.map((s) => [s[0], ...inHW]);
+    cropInfos[i] = { ...infos[i], inShapes, inShape: inShapes[0], outShape: [infos[i].outShape[0], ...seg.size] };
+    layers[i] = unpaddedLayer(model.layers[i]);
   }
-  for (const i of new Set([...outputs.filter((o) => o >= seg.from && o < seg.to), seg.to])) {
+  emitForward(b, { ...model, layers }, cropInfos, '', weights, { from: seg.from, upTo: seg.to, external, switches: false, dropout: 'identity' });
+  for (const i of new Set([...outputs.filter((o) => o >= seg.from && o <= seg.to), ...seg.exposed])) {
     b.output(activationName(model.layers[i].name), ['N', infos[i].outShape[0], ...seg.size]);
   }
   return b.encode('convscope_incremental_segment');
@@ -271,12 +308,12 @@ function unpaddedLayer(l: Layer): Layer {
   return role === 'per-position' ? l : role.unpadded;
 }
 
-function tailGraph(model: Model, infos: LayerInfo[], from: number, outputs: number[]): Uint8Array {
+function tailGraph(model: Model, infos: LayerInfo[], plan: IncrementalPlan, outputs: number[]): Uint8Array {
   const b = new GraphBuilder();
-  const input = b.input(MAP, ['N', ...infos[from].inShape]);
+  const external = new Map(plan.tailInputs.map((p) => [p, b.input(mapInput(p), ['N', ...(p === IMAGE ? model.input : infos[p].outShape)])]));
   const last = infos.length - 1;
-  const trace = emitForward(b, model, infos, input, initializerWeights(b, model), { from, upTo: last, switches: false, dropout: 'identity' });
-  for (const i of new Set([...outputs.filter((o) => o >= from), last])) b.output(trace.outputs[i], ['N', ...infos[i].outShape]);
+  const trace = emitForward(b, model, infos, '', initializerWeights(b, model), { from: plan.tailFrom, upTo: last, external, switches: false, dropout: 'identity' });
+  for (const i of new Set([...outputs.filter((o) => o >= plan.tailFrom), last])) b.output(trace.outputs[i], ['N', ...infos[i].outShape]);
   return b.encode('convscope_incremental_tail');
 }
 
@@ -306,8 +343,9 @@ export class IncrementalRunner {
     private readonly engine: Engine,
     readonly plan: IncrementalPlan,
     private readonly outputs: number[],
-    /** The segments' padded input maps, and the unoccluded maps of the tail's input and of the requested layers. */
-    private readonly padded: Float32Array[],
+    /** Per segment, its input maps padded as its window reads them. */
+    private readonly padded: Float32Array[][],
+    /** Unoccluded maps of the tail's inputs and of the requested layers before the tail (-1: the image). */
     private readonly base: Map<number, Float32Array>,
   ) {}
 
@@ -318,13 +356,12 @@ export class IncrementalRunner {
       if (i < 0) throw new Error(`unknown layer '${name}'`);
       return i;
     });
-    // Layer -1 is the input itself.
-    const needed = new Set<number>([...plan.segments.map((s) => s.from - 1), plan.tailFrom - 1, ...outputs.filter((o) => o < plan.tailFrom)]);
+    const needed = new Set<number>([...plan.segments.flatMap((s) => s.inputs), ...plan.tailInputs, ...outputs.filter((o) => o < plan.tailFrom)]);
     const names = [...needed].filter((i) => i >= 0).map((i) => model.layers[i].name);
     const acts = names.length > 0 ? (await engine.forward(input, names)).activations : new Map<string, Tensor>();
     const base = new Map<number, Float32Array>();
-    for (const i of needed) base.set(i, i < 0 ? input.data : acts.get(model.layers[i].name)!.data);
-    const padded = plan.segments.map((seg) => padMap(base.get(seg.from - 1)!, seg));
+    for (const i of needed) base.set(i, i === IMAGE ? input.data : acts.get(model.layers[i].name)!.data);
+    const padded = plan.segments.map((seg) => seg.inputs.map((p, j) => padMap(base.get(p)!, seg.inShapes[j], seg)));
     return new IncrementalRunner(engine, plan, outputs, padded, base);
   }
 
@@ -334,43 +371,42 @@ export class IncrementalRunner {
     const n = positions.length;
     const [, H, W] = model.input;
     const result = new Map<string, LayerBatch>();
-    let patch: Patch = {
+    // The new values over each planned layer's box (the image's: the occluder), for the layers that read them.
+    const patches = new Map<number, Patch>([[IMAGE, {
       data: fill,
       offsets: Int32Array.from(positions, (p) => this.plan.boxes[p][0] * W + this.plan.boxes[p][1]),
       chStride: H * W,
       rowStride: W,
       boxes: positions.map((p) => this.plan.boxes[p]),
-    };
+    }]]);
     for (const [k, seg] of this.plan.segments.entries()) {
-      const crops = this.cropBatch(k, patch, positions);
-      const outs = await runEngineGraph(
-        this.engine,
-        `incremental:${seg.from}-${seg.to}:${seg.crop}:${this.outputs}`,
-        () => segmentGraph(model, infos, seg, this.outputs),
-        { [CROP]: new ort.Tensor('float32', crops, [n, seg.inShape[0], ...seg.crop]) },
-      );
+      const feeds = Object.fromEntries(seg.inputs.map((p, j) => [
+        cropInput(j),
+        new ort.Tensor('float32', this.cropBatch(k, j, patches.get(p)!, positions), [n, seg.inShapes[j][0], ...seg.crop]),
+      ]));
+      const outs = await runEngineGraph(this.engine, `incremental:${seg.from}-${seg.to}:${seg.crop}:${this.outputs}`, () => segmentGraph(model, infos, seg, this.outputs), feeds);
       const [h, w] = seg.size;
       const boxes = positions.map((p): Rect => [seg.origins[2 * p], seg.origins[2 * p + 1], seg.origins[2 * p] + h, seg.origins[2 * p + 1] + w]);
       const patchOf = (i: number): Patch => {
         const c = infos[i].outShape[0];
         return { data: outs[activationName(model.layers[i].name)].data as Float32Array, offsets: Int32Array.from(boxes, (_, j) => j * c * h * w), chStride: h * w, rowStride: w, boxes };
       };
+      for (const i of seg.exposed) patches.set(i, patchOf(i));
       for (const i of this.outputs) {
         if (i >= seg.from && i <= seg.to) result.set(model.layers[i].name, { kind: 'patch', shape: infos[i].outShape, patch: patchOf(i), base: this.base.get(i)! });
       }
-      patch = patchOf(seg.to);
     }
     if (this.plan.tailFrom < infos.length) {
-      const from = this.plan.tailFrom;
-      const shape = infos[from].inShape;
-      const per = sizeOf(shape);
-      const maps = this.scratch.get('tail', n * per);
-      const prev: LayerBatch = { kind: 'patch', shape, patch, base: this.base.get(from - 1)! };
-      for (let j = 0; j < n; j++) materialize(prev, j, maps, j * per);
-      const outs = await runEngineGraph(this.engine, `incremental-tail:${from}:${this.outputs}`, () => tailGraph(model, infos, from, this.outputs), {
-        [MAP]: new ort.Tensor('float32', maps, [n, ...shape]),
-      });
-      for (const i of this.outputs.filter((o) => o >= from)) {
+      const feeds = Object.fromEntries(this.plan.tailInputs.map((p) => {
+        const shape = p === IMAGE ? model.input : infos[p].outShape;
+        const per = sizeOf(shape);
+        const maps = this.scratch.get(mapInput(p), n * per);
+        const prev: LayerBatch = { kind: 'patch', shape, patch: patches.get(p)!, base: this.base.get(p)! };
+        for (let j = 0; j < n; j++) materialize(prev, j, maps, j * per);
+        return [mapInput(p), new ort.Tensor('float32', maps, [n, ...shape])];
+      }));
+      const outs = await runEngineGraph(this.engine, `incremental-tail:${this.plan.tailFrom}:${this.outputs}`, () => tailGraph(model, infos, this.plan, this.outputs), feeds);
+      for (const i of this.outputs.filter((o) => o >= this.plan.tailFrom)) {
         const t = outs[activationName(model.layers[i].name)];
         result.set(model.layers[i].name, { kind: 'full', shape: infos[i].outShape, data: t.data as Float32Array });
       }
@@ -378,17 +414,17 @@ export class IncrementalRunner {
     return result;
   }
 
-  /** Segment k's input crops for a batch: the padded unoccluded map under each crop, the previous patch laid over it. */
-  private cropBatch(k: number, prev: Patch, positions: number[]): Float32Array {
+  /** Input j's crops of segment k for a batch: the padded unoccluded map under each crop, the producer's patch laid over it. */
+  private cropBatch(k: number, j: number, prev: Patch, positions: number[]): Float32Array {
     const seg = this.plan.segments[k];
-    const [c] = seg.inShape;
+    const [c] = seg.inShapes[j];
     const [ch, cw] = seg.crop;
     const [sy, sx] = seg.window.stride;
     const [py, px] = seg.window.padding;
     const per = c * ch * cw;
-    const crops = this.scratch.get(`crop${k}`, positions.length * per);
+    const crops = this.scratch.get(`crop${k}:${j}`, positions.length * per);
     const shape: [number, number, number] = [c, ...seg.padded];
-    positions.forEach((p, j) => assemble(crops, j * per, this.padded[k], shape, seg.origins[2 * p] * sy, seg.origins[2 * p + 1] * sx, ch, cw, prev, j, py, px));
+    positions.forEach((p, i) => assemble(crops, i * per, this.padded[k][j], shape, seg.origins[2 * p] * sy, seg.origins[2 * p + 1] * sx, ch, cw, prev, i, py, px));
     return crops;
   }
 }

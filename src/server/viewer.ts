@@ -9,6 +9,7 @@ import type { Dataset } from '../data/dataset.js';
 import { fitImage, imageToInput, type RgbImage } from '../data/image.js';
 import type { BackwardRule } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
+import { Landmarks } from '../model/landmarks.js';
 import type { Model } from '../model/layers.js';
 import type { LayerInfo } from '../model/shapes.js';
 import { grid, heatmap, overlay, projectionToImage, viridis } from '../render/figure.js';
@@ -110,7 +111,7 @@ export class Viewer {
   /** Layers the top-9 panel can show: those in the topk folder, or every map layer when it can scan live. */
   topkLayers(): string[] {
     if (this.index) return this.index.layers.map((l) => l.layer);
-    if (this.data) return this.engine.infos.filter((i) => i.outShape.length === 3 && i.layer.type === 'relu').map((i) => i.layer.name);
+    if (this.data) return new Landmarks(this.model, this.engine.infos).featureMaps();
     return [];
   }
 
@@ -298,7 +299,7 @@ export class Viewer {
   /** Starts an occlusion run (paper mode) in the queue; its progress is polled through job(id). */
   startOcclusion(id: string, options: { layer?: string; window?: number; stride?: number }): OcclusionJob {
     const img = this.image(id);
-    const layer = options.layer ?? this.defaultOcclusionLayer();
+    const layer = options.layer ?? new Landmarks(this.model, this.engine.infos).lastFeatureMap();
     this.mapLayer(layer);
     const job: OcclusionJob = { id: randomUUID().slice(0, 12), image: id, state: 'queued', done: 0, total: 0 };
     this.jobs.set(job.id, job);
@@ -325,16 +326,6 @@ export class Viewer {
         },
       );
     return job;
-  }
-
-  /** The paper's layer 5 when the model has it, else the last rectified map layer. */
-  private defaultOcclusionLayer(): string {
-    const maps = this.engine.infos.filter((i) => i.outShape.length === 3);
-    if (maps.some((i) => i.layer.name === 'relu5')) return 'relu5';
-    const relus = maps.filter((i) => i.layer.type === 'relu');
-    const last = (relus.length > 0 ? relus : maps).at(-1);
-    if (!last) throw new HttpError(400, `model ${this.model.name} has no feature maps to track`);
-    return last.layer.name;
   }
 
   job(id: string): OcclusionJob {

@@ -19,7 +19,7 @@ export const add: OpDef<Add> = {
   rf: (_l, rfs, _s, image) => unionRf(rfs, image),
   forward: ({ b, out }, _l, inputs) => b.op1('Sum', inputs, {}, out),
   backward: ({ inputs }, _l, g) => inputs.map(() => g),
-  // Planning boxes through merges is a later stage; the planner runs graph models in full (see incremental.ts).
-  box: () => 'full',
+  // Output (y, x) reads each input at (y, x) only: the planner takes the union of the inputs' boxes.
+  box: () => 'per-position',
   onnx: {},
 };

@@ -23,6 +23,6 @@ export const concat: OpDef<Concat> = {
     const parts = b.op('Split', [g, b.int64s(info.inShapes.map((s) => s[0]))], { axis: 1 }, info.inShapes.length);
     return parts.map((p, k) => (needs[k] ? p : undefined));
   },
-  box: () => 'full',
+  box: () => 'per-position',
   onnx: {},
 };

@@ -95,7 +95,10 @@ export interface BoxWindow {
   padValue: number;
 }
 
-/** How an op runs on boxes: as a window (and its crop-form layer, without padding), position by position, or not. */
+/**
+ * How an op runs on boxes: as a window (and its crop-form layer, without padding), position by position (a merge of
+ * several maps too: output (y, x) reads every input at (y, x) only), or not.
+ */
 export type BoxRole<L> = { window: BoxWindow; unpadded: L } | 'per-position' | 'full';
 
 /** What one ONNX node reading the data path becomes: a layer with its weights, or nothing (out says where to go on). */

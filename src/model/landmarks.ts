@@ -1,0 +1,77 @@
+// The layers an analysis looks at when the user names none, found from the model's own graph (never from the zoo's
+// layer names): the paper's "layer 1", "layer 5" and "layer 7" generalised to any CNN, chain or DAG.
+import { IMAGE } from './graph.js';
+import type { Layer, Model } from './layers.js';
+import { inferShapes, type LayerInfo } from './shapes.js';
+
+/** Ops that only reshape or (in inference) pass values through: looking past them finds the same features. */
+const PASS_THROUGH: ReadonlySet<Layer['type']> = new Set(['flatten', 'dropout']);
+
+export class Landmarks {
+  readonly infos: LayerInfo[];
+  /** Per layer index, the indices of the layers that read it. */
+  private readonly readers: number[][];
+
+  constructor(readonly model: Pick<Model, 'name' | 'input' | 'layers'>, infos?: LayerInfo[]) {
+    this.infos = infos ?? inferShapes(model);
+    this.readers = this.infos.map(() => []);
+    this.infos.forEach((info) => info.inputs.forEach((p) => p !== IMAGE && this.readers[p].push(info.index)));
+  }
+
+  /** The ReLU that rectifies a layer (its only reader), else the layer itself: the paper's layers are rectified maps. */
+  rectified(index: number): string {
+    const readers = this.readers[index];
+    const only = readers.length === 1 ? this.infos[readers[0]].layer : undefined;
+    return only?.type === 'relu' ? only.name : this.infos[index].layer.name;
+  }
+
+  /** Layers with [C, H, W] output. */
+  maps(): LayerInfo[] {
+    return this.infos.filter((i) => i.outShape.length === 3);
+  }
+
+  /** The rectified feature maps: every ReLU with a map output; the conv layers if the model has no such ReLU. */
+  featureMaps(): string[] {
+    const maps = this.maps();
+    const relus = maps.filter((i) => i.layer.type === 'relu');
+    return (relus.length > 0 ? relus : maps.filter((i) => i.layer.type === 'conv2d')).map((i) => i.layer.name);
+  }
+
+  /** The paper's layer 1: the rectified output of the first convolution. */
+  firstConv(): string {
+    const conv = this.infos.find((i) => i.layer.type === 'conv2d');
+    if (!conv) throw new Error(`model ${this.model.name} has no conv layer`);
+    return this.rectified(conv.index);
+  }
+
+  /**
+   * The deepest feature map (the paper's layer 5 on ZFNet): the last rectified [C, H, W] map before the classifier,
+   * or the last map of a model without ReLUs.
+   */
+  lastFeatureMap(): string {
+    const maps = this.featureMaps();
+    const last = maps.at(-1) ?? this.maps().at(-1)?.layer.name;
+    if (!last) throw new Error(`model ${this.model.name} has no feature maps`);
+    return last;
+  }
+
+  /**
+   * The features the classifier reads (the paper's layer 7 on ZFNet, the pooled features of a ResNet): the input of
+   * the last weighted layer (linear, or a 1x1 conv classifier), looking past flatten and dropout.
+   */
+  classifierInput(): string {
+    const of = (type: Layer['type']) => this.infos.filter((i) => i.layer.type === type).at(-1);
+    const last = of('linear') ?? of('conv2d');
+    if (!last) throw new Error(`model ${this.model.name} has no linear or conv layer`);
+    let p = last.inputs[0];
+    while (p !== IMAGE && PASS_THROUGH.has(this.infos[p].layer.type)) p = this.infos[p].inputs[0];
+    if (p === IMAGE) throw new Error(`model ${this.model.name}: its classifier reads the image directly`);
+    return this.infos[p].layer.name;
+  }
+
+  /** The model's output: class scores, or probabilities when it ends in a softmax. */
+  output(): { name: string; isSoftmax: boolean } {
+    const last = this.infos[this.infos.length - 1].layer;
+    return { name: last.name, isSoftmax: last.type === 'softmax' };
+  }
+}
