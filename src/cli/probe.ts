@@ -2,6 +2,7 @@
 import { skippedSummary } from '../data/batches.js';
 import type { Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
+import { Landmarks } from '../model/landmarks.js';
 import type { Model } from '../model/layers.js';
 import { parseSchedule } from '../train/optimizer.js';
 import { randomlyInitialised, runAblations } from '../analysis/ablate.js';
@@ -20,8 +21,6 @@ const DATA_PATH: Record<string, OptionSpec> = {
 
 const SPEC_HELP = "shapes (e.g. shapes:count=2000,classes=6-9), fashion-mnist, a folder or IDX files; ',classes=LIST' or ':classes=LIST' at the end keeps those classes";
 
-/** The seven layers of the paper's Table 3 / Sec. 5 in zfnet-small and zfnet naming: each layer's output after its ReLU. */
-const DEFAULT_LAYERS = 'relu1,relu2,relu3,relu4,relu5,relu6,relu7';
 
 function openSpec(o: Options, key: string, split: Split) {
   const dataPath = o.string('data-path');
@@ -51,7 +50,7 @@ export const probeCommand: Command = {
     train: { value: true, help: `dataset to draw the probe's training images from (its train split): ${SPEC_HELP}` },
     test: { value: true, help: 'dataset to test on (its test split; shapes:split=val picks another); same classes as --train' },
     ...DATA_PATH,
-    layers: { value: true, help: 'layers to probe, any layer names; the default takes the output of each of the 7 layers', default: DEFAULT_LAYERS },
+    layers: { value: true, help: "layers to probe (default: one per level of depth from the model's graph; relu1..relu7 on ZFNet, the paper's 7 layers; a ResNet's stage outputs and pooled features)" },
     'per-class': { value: true, help: 'training images per class, comma-separated; the default is the paper\'s Caltech-101 sizes', default: '15,30' },
     splits: { value: true, help: 'random draws of the training images; mean ± std over them', default: 5 },
     seed: { value: true, help: 'seed of the draws, the test subset and the --baseline weights', default: 0 },
@@ -69,7 +68,7 @@ export const probeCommand: Command = {
     const trainSet = await openSpec(o, 'train', 'train');
     const testSet = await openSpec(o, 'test', 'test');
     const options = {
-      layers: list(o, 'layers'),
+      layers: o.has('layers') ? list(o, 'layers') : new Landmarks(model).levels(),
       perClass: positiveInts(o, 'per-class'),
       splits: o.int('splits', 1),
       seed,

@@ -69,6 +69,21 @@ export class Landmarks {
     return this.infos[p].layer.name;
   }
 
+  /**
+   * One layer per level of depth, for probes (the paper's seven layers on ZFNet): in a chain, the rectified output of
+   * every weighted layer but the classifier; in a graph, where blocks hold several convs, the last rectified map of
+   * each resolution (a ResNet's stages), then the features the classifier reads.
+   */
+  levels(): string[] {
+    const weighted = this.infos.filter((i) => i.layer.type === 'conv2d' || i.layer.type === 'linear');
+    const chain = this.infos.every((i) => i.inputs.length === 1 && i.inputs[0] === i.index - 1);
+    if (chain) return weighted.slice(0, -1).map((i) => this.rectified(i.index));
+    const lastPerSize = new Map<string, string>();
+    const maps = new Set(this.featureMaps());
+    for (const i of this.maps()) if (maps.has(i.layer.name)) lastPerSize.set(i.outShape.slice(1).join('x'), i.layer.name);
+    return [...new Set([...lastPerSize.values(), this.classifierInput()])];
+  }
+
   /** The model's output: class scores, or probabilities when it ends in a softmax. */
   output(): { name: string; isSoftmax: boolean } {
     const last = this.infos[this.infos.length - 1].layer;
