@@ -6,6 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, after } from 'node:test';
+import { ablateModel } from '../src/analysis/ablate.js';
 import { occlusionMaps } from '../src/analysis/occlusion.js';
 import { Engine } from '../src/engine/engine.js';
 import { planIncremental } from '../src/engine/incremental.js';
@@ -514,5 +515,59 @@ describe('incremental occlusion through branches and merges', () => {
     });
     assert.equal(expected.length, ys.length * xs.length);
     assertNear(inc.delta.data, expected, TOL, 'occluded logit drop');
+  });
+});
+
+describe('ablation of a graph model', () => {
+  // A residual block under one module name, as a torch export names it.
+  const model = withWeights('blocks', [
+    conv('conv1', 2, 4, 3, 1, 1),
+    { type: 'relu', name: 'relu1' },
+    conv('block.conv_a', 4, 4, 3, 1, 1),
+    { type: 'relu', name: 'block.relu_a' },
+    conv('block.conv_b', 4, 4, 3, 1, 1),
+    { type: 'add', name: 'block.add', inputs: ['block.conv_b', 'relu1'] },
+    { type: 'relu', name: 'block.relu' },
+    { type: 'maxpool2d', name: 'pool', kernel: [2, 2], stride: [2, 2], padding: [0, 0], ceilMode: false },
+    { type: 'flatten', name: 'flatten' },
+    { type: 'linear', name: 'fc', inFeatures: 4 * 4 * 4, outFeatures: 3, bias: true },
+  ], 3);
+
+  test('a residual block removed whole is the identity: its readers read the skip connection', async () => {
+    const { model: ablated, removed, reinitialised } = ablateModel(model, ['block']);
+    assert.deepEqual(removed, ['block.conv_a', 'block.relu_a', 'block.conv_b', 'block.add', 'block.relu']);
+    assert.deepEqual(ablated.layers.map((l) => l.name), ['conv1', 'relu1', 'pool', 'flatten', 'fc']);
+    // A chain again: no layer names its inputs.
+    assert.ok(ablated.layers.every((l) => l.inputs === undefined));
+    // fc's features changed (the block's convs are gone); conv1 keeps its weights.
+    assert.deepEqual(reinitialised, ['fc']);
+    assert.deepEqual(ablated.weights.get('conv1.weight'), model.weights.get('conv1.weight'));
+    const x = randomInput(1, 5);
+    const a = new Engine(ablated, { threads: 1 });
+    const b = new Engine(model, { threads: 1 });
+    try {
+      const pooled = (await a.forward(x, ['pool'])).activations.get('pool')!;
+      const relu1 = (await b.forward(x, ['relu1'])).activations.get('relu1')!;
+      // The pool of the original relu1, by hand.
+      const expected = Array.from({ length: 4 * 4 * 4 }, (_, i) => {
+        const [c, y, xx] = [Math.floor(i / 16), Math.floor(i / 4) % 4, i % 4];
+        const at = (dy: number, dx: number) => relu1.data[(c * 8 + 2 * y + dy) * 8 + 2 * xx + dx];
+        return Math.max(at(0, 0), at(0, 1), at(1, 0), at(1, 1));
+      });
+      assert.deepEqual(Array.from(pooled.data), expected);
+    } finally {
+      await Promise.all([a.dispose(), b.dispose()]);
+    }
+  });
+
+  test('one conv of a branch removed: the next reads its input and is retrained; a lone add is refused in one line', () => {
+    const { model: ablated, reinitialised } = ablateModel(model, ['block.conv_a']);
+    const infos = inferShapes(ablated);
+    const convB = infos.find((i) => i.layer.name === 'block.conv_b')!;
+    assert.deepEqual(convB.inputs.map((p) => ablated.layers[p].name), ['relu1']);
+    assert.deepEqual(ablated.layers.find((l) => l.name === 'block.add')?.inputs, ['block.conv_b', 'relu1']);
+    assert.deepEqual(reinitialised, ['block.conv_b', 'fc']);
+    validateModel(ablated);
+    assert.throws(() => ablateModel(model, ['block.add']), /^Error: ablation: without block\.add its readers would read block\.conv_b and relu1; remove all but one of its input branches too$/);
   });
 });

@@ -5,6 +5,8 @@ import type { Dataset } from '../data/dataset.js';
 import { Engine } from '../engine/engine.js';
 import { logitsLayer } from '../engine/graphs.js';
 import { findLayer, layerParams, validateModel, type Layer, type Model } from '../model/layers.js';
+import { inputsOf, MODEL_INPUT, withChainInputs } from '../model/graph.js';
+import { opOf } from '../model/ops/index.js';
 import { inferShapes } from '../model/shapes.js';
 import { initWeights, type InitScheme } from '../model/zoo.js';
 import { sizeOf, type Tensor } from '../tensor.js';
@@ -42,25 +44,38 @@ export interface Ablation {
   reinitialised: string[];
 }
 
-/** The named layers plus, for each named conv or linear layer, the ReLU and dropout layers right after it. */
+/** Layers that belong to the weight layer they follow: removing a conv takes its batch norm and ReLU with it. */
+const TRAILING: ReadonlySet<Layer['type']> = new Set(['relu', 'dropout', 'batchnorm2d']);
+
+/**
+ * The named layers (a module name such as `layer2.1`, a prefix of layer names, stands for all its layers) plus, for
+ * each conv or linear layer, the batch norm, ReLU and dropout layers that are its only readers, one after another.
+ */
 function expandRemoval(model: Model, names: readonly string[]): Set<string> {
+  const infos = inferShapes(model);
+  const readers = infos.map(() => [] as number[]);
+  for (const info of infos) for (const p of info.inputs) if (p >= 0) readers[p].push(info.index);
   const out = new Set<string>();
   for (const name of names) {
-    const { layer, index } = findLayer(model, name);
-    out.add(name);
-    if (!hasWeights(layer)) continue;
-    for (let j = index + 1; j < model.layers.length && ['relu', 'dropout'].includes(model.layers[j].type); j++) out.add(model.layers[j].name);
+    const members = model.layers.filter((l) => l.name.startsWith(`${name}.`));
+    const indices = members.length > 0 && !model.layers.some((l) => l.name === name) ? members.map((l) => findLayer(model, l.name).index) : [findLayer(model, name).index];
+    for (const index of indices) {
+      out.add(model.layers[index].name);
+      if (!hasWeights(model.layers[index])) continue;
+      for (let j = index; readers[j].length === 1 && TRAILING.has(model.layers[readers[j][0]].type); j = readers[j][0]) out.add(model.layers[readers[j][0]].name);
+    }
   }
   return out;
 }
 
 /**
- * A copy of `model` without the named layers. Named conv/linear layers take their ReLU and dropout with them. A kept
- * conv or linear layer whose input size changed is resized. From the first weight layer whose input changed (resized,
- * or above a removed weight layer) upwards, every conv and linear layer gets fresh weights (`init`, `seed`): weights
- * tuned to features that no longer exist would only be a worse random start. The layers below keep their weights.
- * Examples (zfnet-small): without fc6, fc7, flatten feeds a new fc8; without conv3, conv4, conv5 takes conv2's 64
- * channels and conv5 to fc8 are new.
+ * A copy of `model` without the named layers; their readers read what they read (through a removed residual add, the
+ * skip connection: a residual block removed whole becomes the identity). Named conv/linear layers take their batch
+ * norm, ReLU and dropout with them. A kept conv, linear or batch-norm layer whose input size changed is resized. Every
+ * conv and linear layer whose input changed (resized, or downstream of a removed weight layer) gets fresh weights
+ * (`init`, `seed`): weights tuned to features that no longer exist would only be a worse random start. The layers
+ * not downstream keep their weights. Examples (zfnet-small): without fc6, fc7, flatten feeds a new fc8; without
+ * conv3, conv4, conv5 takes conv2's 64 channels and conv5 to fc8 are new.
  */
 export function ablateModel(model: Model, remove: readonly string[], opts: { seed?: number; init?: InitScheme } = {}): Ablation {
   if (remove.length === 0) throw new Error('ablation: name at least one layer to remove');
@@ -69,34 +84,46 @@ export function ablateModel(model: Model, remove: readonly string[], opts: { see
   if (removed.has(top)) throw new Error(`ablation: cannot remove ${top}, the layer that gives the class scores`);
   const layers: Layer[] = [];
   const reinit = new Set<string>();
-  let shape: number[] = [...model.input];
-  // Latches at the first change: every weight layer above it sees new features.
-  let changed = false;
-  for (const original of model.layers) {
+  /** A removed layer -> the layer its readers read instead. */
+  const substitute = new Map<string, string>();
+  /** Layers (kept or removed) whose output is not what the trained model computed there. */
+  const changed = new Set<string>();
+  const shapes = new Map<string, number[]>([[MODEL_INPUT, [...model.input]]]);
+  model.layers.forEach((original, index) => {
+    const originalInputs = inputsOf(model.layers, index);
+    const inputs = originalInputs.map((name) => substitute.get(name) ?? name);
+    const inputChanged = originalInputs.some((name) => changed.has(name));
     if (removed.has(original.name)) {
-      changed ||= hasWeights(original);
-      continue;
+      const distinct = [...new Set(inputs)];
+      if (distinct.length !== 1) throw new Error(`ablation: without ${original.name} its readers would read ${distinct.join(' and ')}; remove all but one of its input branches too`);
+      substitute.set(original.name, distinct[0]);
+      if (hasWeights(original) || inputChanged) changed.add(original.name);
+      return;
     }
-    let layer: Layer = { ...original };
+    const inShapes = inputs.map((name) => shapes.get(name)!);
+    let layer: Layer = { ...original, inputs };
     let resized = false;
-    if (layer.type === 'conv2d' && layer.inChannels !== shape[0]) {
-      layer = { ...layer, inChannels: shape[0] };
+    if (layer.type === 'conv2d' && layer.inChannels !== inShapes[0][0]) {
+      layer = { ...layer, inChannels: inShapes[0][0] };
       resized = true;
     }
-    if (layer.type === 'linear' && layer.inFeatures !== sizeOf(shape)) {
-      layer = { ...layer, inFeatures: sizeOf(shape) };
+    if (layer.type === 'linear' && layer.inFeatures !== sizeOf(inShapes[0])) {
+      layer = { ...layer, inFeatures: sizeOf(inShapes[0]) };
       resized = true;
     }
-    if (hasWeights(layer) && (changed || resized)) {
-      changed = true;
-      reinit.add(layer.name);
+    if (layer.type === 'batchnorm2d' && layer.channels !== inShapes[0][0]) {
+      layer = { ...layer, channels: inShapes[0][0] };
+      resized = true;
     }
+    if ((hasWeights(layer) && (inputChanged || resized)) || (layer.type === 'batchnorm2d' && resized)) reinit.add(layer.name);
+    if (inputChanged || resized) changed.add(layer.name);
+    shapes.set(layer.name, opOf(layer).shape(layer, inShapes));
     layers.push(layer);
-    shape = inferShapes({ input: model.input, layers }).at(-1)!.outShape;
-  }
-  const fresh = initWeights(layers.filter((l) => reinit.has(l.name)), opts.init ?? 'kaiming', opts.seed ?? 0);
+  });
+  const kept = withChainInputs(layers);
+  const fresh = initWeights(kept.filter((l) => reinit.has(l.name)), opts.init ?? 'kaiming', opts.seed ?? 0);
   const weights = new Map<string, Tensor>();
-  for (const layer of layers) {
+  for (const layer of kept) {
     for (const { key } of layerParams(layer)) {
       const t = reinit.has(layer.name) ? fresh.get(key)! : model.weights.get(key)!;
       weights.set(key, { shape: [...t.shape], data: t.data.slice() });
@@ -105,7 +132,7 @@ export function ablateModel(model: Model, remove: readonly string[], opts: { see
   const ablated: Model = {
     ...model,
     name: `${model.name}-without-${remove.join('-')}`,
-    layers,
+    layers: kept,
     weights,
     preprocess: { ...model.preprocess },
   };
