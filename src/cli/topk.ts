@@ -34,7 +34,7 @@ export const topkCommand: Command = {
     ...DATA_OPTIONS,
     split: { value: true, help: 'train, val or test (default: val, or test where the data has no val, as the paper)' },
     limit: { value: true, help: 'scan only the first N images of the split' },
-    layers: { value: true, help: 'comma-separated layers (default: the rectified conv maps, relu1..relu5 in the zoo)' },
+    layers: { value: true, help: "comma-separated layers (default: the model's rectified feature maps, relu1..relu5 on ZFNet)" },
     k: { value: true, help: 'activations kept per feature map', default: 9 },
     'per-image': { value: true, help: 'positions one image may give a feature map; 1 is its maximum, the paper\'s choice', default: 1 },
     order: { value: true, help: 'feature order in the figures: index or max (strongest activation first)', default: 'index' },
