@@ -8,9 +8,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { openDataset } from '../src/data/dataset.js';
+import { Landmarks } from '../src/model/landmarks.js';
+import type { Model } from '../src/model/layers.js';
+import { loadModel } from '../src/model/load.js';
 import { readSafetensorsModel } from '../src/model/safetensors.js';
+import { inferShapes } from '../src/model/shapes.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
-import { fixture } from './helpers.js';
+import { fixture, ROOT } from './helpers.js';
 
 const CHROMIUM = process.env.CONVSCOPE_CHROMIUM ?? '/usr/bin/chromium';
 export const SCREENSHOT = join(tmpdir(), 'convscope-viewer.png');
@@ -36,15 +40,30 @@ async function imageStats(page: Page, selector: string): Promise<{ width: number
   });
 }
 
-describe('viewer in headless Chromium', { timeout: 120_000 }, () => {
+/** The zoo's chain model (its fixture weights), and a residual network as a stock torch export. */
+const MODELS: { label: string; load: () => Model; layer: (m: Model) => string; screenshot: string }[] = [
+  { label: 'zfnet-small', load: () => readSafetensorsModel(fixture('weights.safetensors')), layer: () => 'relu2', screenshot: SCREENSHOT },
+  {
+    label: 'resnet_small (ONNX graph)',
+    load: () => loadModel(join(ROOT, '..', 'shared', 'fixtures', 'graph', 'resnet_small', 'model.onnx')),
+    // The last rectified map of layer2's resolution (8x8), whatever the importer names it.
+    layer: (m) => new Landmarks(m).levels()[2],
+    screenshot: join(tmpdir(), 'convscope-viewer-graph.png'),
+  },
+];
+
+for (const spec of MODELS) describe(`viewer in headless Chromium: ${spec.label}`, { timeout: 120_000 }, () => {
   let server: RunningServer;
   let browser: Browser;
   let page: Page;
+  let model: Model;
+  let layer: string;
   const problems: string[] = [];
 
   before(async () => {
     assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: install Debian's chromium (.ci/run does) or set CONVSCOPE_CHROMIUM`);
-    const model = readSafetensorsModel(fixture('weights.safetensors'));
+    model = spec.load();
+    layer = spec.layer(model);
     const data = await openDataset('shapes:count=24', { split: 'val' });
     server = await startServer({ model, data, scanLimit: 24 });
     browser = await chromium.launch({
@@ -73,9 +92,9 @@ describe('viewer in headless Chromium', { timeout: 120_000 }, () => {
       await viewerSession();
     } catch (e) {
       // The page's own account of what went wrong, and a picture of it, make a CI failure readable.
-      await page.screenshot({ path: SCREENSHOT, fullPage: true }).catch(() => undefined);
+      await page.screenshot({ path: spec.screenshot, fullPage: true }).catch(() => undefined);
       const status = await page.textContent('#status').catch(() => '?');
-      throw new Error(`${(e as Error).message.replace(/\s*\n\s*/g, ' ')}; page status: '${status}'; ${problems.join('; ') || 'no page errors'}; screenshot ${SCREENSHOT}`);
+      throw new Error(`${(e as Error).message.replace(/\s*\n\s*/g, ' ')}; page status: '${status}'; ${problems.join('; ') || 'no page errors'}; screenshot ${spec.screenshot}`);
     }
   });
 
@@ -84,8 +103,9 @@ describe('viewer in headless Chromium', { timeout: 120_000 }, () => {
     await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
     assert.match(await page.textContent('#model-name') ?? '', /3x64x64/);
 
-    // Pick a feature: relu2 feature 5 (an 8x8 map, so a click lands on a known unit).
-    await page.selectOption('#layer', 'relu2');
+    // Pick a feature: feature 5 of an 8x8 map, so that a click lands on a known unit.
+    assert.deepEqual(inferShapes(model).find((i) => i.layer.name === layer)?.outShape.slice(1), [8, 8]);
+    await page.selectOption('#layer', layer);
     await page.fill('#feature', '5');
     await page.press('#feature', 'Tab');
     await page.waitForSelector('#topk-projections[data-loaded="9"]', { timeout: 30_000 });
@@ -96,26 +116,26 @@ describe('viewer in headless Chromium', { timeout: 120_000 }, () => {
 
     // Upload an image through the file input, as a person would.
     await page.setInputFiles('#upload', fixture('input.png'));
-    await page.waitForFunction(() => {
+    await page.waitForFunction((l) => {
       const img = document.getElementById('activation-map') as HTMLImageElement;
-      return img.src.includes('/activation.png?layer=relu2&feature=5') && img.complete && img.naturalWidth === 8;
-    }, undefined, { timeout: 30_000 });
+      return img.src.includes(`/activation.png?layer=${encodeURIComponent(l)}&feature=5`) && img.complete && img.naturalWidth === 8;
+    }, layer, { timeout: 30_000 });
 
     // Click the unit at row 3, column 6 of the 8x8 map, drawn at 256 px: 32 px a unit.
     const box = (await page.locator('#activation-map').boundingBox())!;
     assert.deepEqual([box.width, box.height], [256, 256]);
     await page.locator('#activation-map').click({ position: { x: 6.5 * 32, y: 3.5 * 32 } });
-    await page.waitForSelector('#projection[data-unit="relu2/5/3/6/deconvnet"]', { timeout: 30_000 });
+    await page.waitForSelector(`#projection[data-unit="${layer}/5/3/6/deconvnet"]`, { timeout: 30_000 });
     const projection = await imageStats(page, '#projection');
     assert.deepEqual([projection.width, projection.height], [64, 64]);
     assert.ok(projection.distinct > 1 && projection.nonGrey > 0, `projection is blank: ${JSON.stringify(projection)}`);
-    assert.match(await page.textContent('#projection-caption') ?? '', /relu2 feature 5 at \(3,6\)/);
+    assert.match(await page.textContent('#projection-caption') ?? '', new RegExp(`${layer.replace(/[.]/g, '\\.')} feature 5 at \\(3,6\\)`));
     const marker = await page.$eval('#unit-marker', (el) => [(el as HTMLElement).hidden, (el as HTMLElement).style.top, (el as HTMLElement).style.left]);
     assert.deepEqual(marker, [false, '96px', '192px'], 'the clicked cell is outlined');
 
     // Another rule re-projects the same unit.
     await page.selectOption('#rule', 'guided');
-    await page.waitForSelector('#projection[data-unit="relu2/5/3/6/guided"]', { timeout: 30_000 });
+    await page.waitForSelector(`#projection[data-unit="${layer}/5/3/6/guided"]`, { timeout: 30_000 });
 
     // Occlusion: the button runs a job; the page polls it and shows the map when done.
     await page.click('#occlude');
@@ -123,8 +143,8 @@ describe('viewer in headless Chromium', { timeout: 120_000 }, () => {
     await page.waitForFunction(() => (document.getElementById('occlusion-image') as HTMLImageElement).naturalWidth === 64, undefined, { timeout: 30_000 });
     assert.equal(await page.$eval('#occlusion-progress', (el) => (el as HTMLProgressElement).value), 1);
 
-    await page.screenshot({ path: SCREENSHOT, fullPage: true });
-    process.stdout.write(`viewer screenshot: ${SCREENSHOT}\n`);
+    await page.screenshot({ path: spec.screenshot, fullPage: true });
+    process.stdout.write(`viewer screenshot: ${spec.screenshot}\n`);
     assert.deepEqual(problems, []);
     assert.equal(await page.textContent('#status'), '', 'no error shown in the status line');
   }
