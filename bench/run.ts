@@ -1,6 +1,7 @@
-// convscope benchmark: ZFNet forward (batch 32), one deconvnet projection, nine projections in one batch.
+// convscope benchmark: ZFNet forward (batch 32), one deconvnet projection, nine projections in one batch; and
+// torchvision ResNet-18 (bench/graph.ts: forward, a projection, the train step, occlusion against Captum's loop).
 //
-//   npm run bench -- [--peer] [--peer-blas DIR] [--record] [--repeats 7] [--warmup 2] [--models zfnet,zfnet-small]
+//   npm run bench -- [--peer] [--peer-blas DIR] [--record] [--repeats 7] [--warmup 2] [--models zfnet,zfnet-small,resnet18]
 //                    [--batch 32] [--threads N] [--seed 0] [--order interleaved|blocks] [--gap 50]
 //
 // --peer runs the same work in PyTorch (bench/peer.py, /usr/bin/python3) in the same run, interleaved with ours
@@ -24,6 +25,7 @@ import { Engine } from '../src/engine/engine.js';
 import { layerToJson, type Model } from '../src/model/layers.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { batchItem, concatBatch, encodeNpy, median, readNpy, tensor, type Tensor } from '../src/tensor.js';
+import { benchGraphModel, GRAPH_MODELS } from './graph.js';
 import { PeerProcess } from './peer.js';
 import { intArg, relError } from './common.js';
 
@@ -49,7 +51,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { peer: false, peerBlas: undefined, order: 'interleaved', gap: 50, record: false, repeats: 7, warmup: 2, models: ['zfnet', 'zfnet-small'], batch: 32, threads: availableParallelism(), seed: 0 };
+  const args: Args = { peer: false, peerBlas: undefined, order: 'interleaved', gap: 50, record: false, repeats: 7, warmup: 2, models: ['zfnet', 'zfnet-small', ...GRAPH_MODELS], batch: 32, threads: availableParallelism(), seed: 0 };
   const int = intArg;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -74,7 +76,7 @@ function parseArgs(argv: string[]): Args {
       case '--models': args.models = (value() ?? '').split(',').filter((m) => m.length > 0); break;
       case '-h':
       case '--help':
-        console.log('usage: npm run bench -- [--peer] [--peer-blas DIR] [--record] [--repeats 7] [--warmup 2] [--models zfnet,zfnet-small] [--batch 32] [--threads N] [--seed 0] [--order interleaved|blocks] [--gap 50]');
+        console.log('usage: npm run bench -- [--peer] [--peer-blas DIR] [--record] [--repeats 7] [--warmup 2] [--models zfnet,zfnet-small,resnet18] [--batch 32] [--threads N] [--seed 0] [--order interleaved|blocks] [--gap 50]');
         process.exit(0);
       // falls through (exit)
       default:
@@ -386,46 +388,65 @@ async function main(): Promise<void> {
   if (args.repeats < 5) console.log(`note: --repeats ${args.repeats} is below the 5 the benchmark is meant to report`);
   mkdirSync(join(ROOT, '.bench-tmp'), { recursive: true });
   const tmp = mkdtempSync(join(ROOT, '.bench-tmp', 'run-'));
-  const peers: PeerProcess[] = [];
-  const reports: ModelReport[] = [];
-  const script = join(ROOT, 'bench', 'peer.py');
-  try {
-    if (args.peer) peers.push(new PeerProcess('PyTorch', script));
+  const startPeers = (script: string): PeerProcess[] => {
+    const started: PeerProcess[] = [];
+    if (args.peer) started.push(new PeerProcess('PyTorch', script));
     if (args.peerBlas) {
       // Only the BLAS differs from the first peer. OpenBLAS threads sleep right after a call: by default they spin
       // for 2^28 cycles and fight the OpenMP threads of the next conv (a 2x slower forward here).
       const env = { ...process.env, ...PEER_TUNING, LD_LIBRARY_PATH: [args.peerBlas, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':'), OPENBLAS_NUM_THREADS: String(args.threads) };
-      peers.push(new PeerProcess(/openblas/i.test(args.peerBlas) ? 'PyTorch+OpenBLAS' : 'PyTorch+BLAS', script, env));
+      started.push(new PeerProcess(/openblas/i.test(args.peerBlas) ? 'PyTorch+OpenBLAS' : 'PyTorch+BLAS', script, env));
     }
+    return started;
+  };
+  const peers = startPeers(join(ROOT, 'bench', 'peer.py'));
+  const reports: string[] = [];
+  const failed: string[] = [];
+  // The peers' facts for the machine line: the chain peers', or the graph peers' when only graph models ran.
+  let factPeers = peers;
+  try {
     for (const name of args.models) {
       console.error(`benchmarking ${name} ...`);
-      const r = await benchModel(name, args, peers, tmp);
-      reports.push(r);
-      console.log(`\n${report(r, args, peers.map((p) => p.label))}`);
+      if ((GRAPH_MODELS as readonly string[]).includes(name)) {
+        const graphPeers = startPeers(join(ROOT, 'bench', 'peer_graph.py'));
+        try {
+          const dir = mkdtempSync(join(tmp, `${name}-`));
+          const r = await benchGraphModel(name, args, graphPeers, dir);
+          reports.push(r.markdown);
+          failed.push(...r.failed);
+          if (peers.every((p) => !p.info)) factPeers = graphPeers;
+        } finally {
+          for (const p of graphPeers) await p.close();
+        }
+      } else {
+        const r = await benchModel(name, args, peers, tmp);
+        reports.push(report(r, args, peers.map((p) => p.label)));
+        failed.push(...r.checks.filter((c) => !(c.err <= (c.tolerance ?? TOLERANCE))).map((c) => `${c.peer} ${c.what}`));
+      }
+      console.log(`\n${reports.at(-1)}`);
     }
   } finally {
     for (const p of peers) await p.close();
     rmSync(tmp, { recursive: true, force: true });
   }
   const loadAfter = loadavg()[0];
-  const facts = `${machineFacts(peers, args.threads)}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the run itself adds up to ~2)`;
+  const facts = `${machineFacts(factPeers, args.threads)}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the run itself adds up to ~2)`;
   console.log(`\nmachine: ${facts}`);
-  const failed = reports.flatMap((r) => r.checks).filter((c) => !(c.err <= (c.tolerance ?? TOLERANCE)));
   if (args.record) {
     const path = join(ROOT, 'bench', 'RESULTS.md');
     const head = existsSync(path) ? '' : RESULTS_HEAD;
     const date = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
-    const body = [`\n## ${date}`, '', `Command: \`${command}\``, '', `Machine: ${facts}`, '', ...reports.map((r) => `${report(r, args, peers.map((p) => p.label))}\n`)].join('\n');
+    const body = [`\n## ${date}`, '', `Command: \`${command}\``, '', `Machine: ${facts}`, '', ...reports.map((r) => `${r}\n`)].join('\n');
     appendFileSync(path, head + body);
     console.log(`recorded in ${path}`);
   }
   if (failed.length > 0) {
-    console.error(`agreement check FAILED: ${failed.map((c) => `${c.peer} ${c.what}`).join(', ')}`);
+    console.error(`agreement check FAILED: ${failed.join(', ')}`);
     process.exitCode = 1;
   }
 }
 
 main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : e);
+  console.error(e instanceof Error ? (process.env.BENCH_DEBUG ? e.stack : e.message) : e);
   process.exit(1);
 });
