@@ -113,3 +113,24 @@ test('demo --quick runs every step and writes a report whose figures all exist',
   for (const src of sources) assert.ok(existsSync(join(dir, 'report', src)), `missing figure ${src}`);
   for (const id of ['training', 'topk', 'evolution', 'invariance', 'architecture', 'occlusion', 'correspondence']) assert.match(html, new RegExp(`<section id="${id}">`));
 });
+
+test('demo on a residual graph export: every analysis of a model file runs, with defaults found in its graph', () => {
+  const dir = tmp();
+  const model = join(ROOT, '..', 'shared', 'fixtures', 'graph', 'resnet_small', 'model.onnx');
+  const r = run(['demo', '--quick', '--model', model, '--out', dir]);
+  assert.equal(r.code, 0, r.stderr.split('\n').slice(-5).join('\n'));
+  const html = readFileSync(join(dir, 'report', 'index.html'), 'utf8');
+  const sources = [...html.matchAll(/<img src="([^"]+)"/g)].map((m) => m[1]);
+  for (const src of sources) assert.ok(existsSync(join(dir, 'report', src)), `missing figure ${src}`);
+  // A model file is not trained: training, evolution and the architecture comparison have nothing to show.
+  for (const id of ['topk', 'invariance', 'occlusion', 'correspondence']) assert.match(html, new RegExp(`<section id="${id}">`));
+  const topk = JSON.parse(readFileSync(join(dir, 'topk', 'index.json'), 'utf8')) as { layers: { layer: string }[] };
+  // Every rectified map of the network: the stem's ReLU and two per basic block (four blocks).
+  assert.equal(topk.layers.length, 9);
+  const invariance = JSON.parse(readFileSync(join(dir, 'invariance', 'invariance.json'), 'utf8')) as { layers: string[] };
+  const correspondence = JSON.parse(readFileSync(join(dir, 'correspondence', 'correspondence.json'), 'utf8')) as { layers: string[] };
+  // Layer 7's counterpart, the classifier's input, is the pooled features in both.
+  assert.equal(invariance.layers[1], correspondence.layers[1]);
+  assert.equal(invariance.layers[0], topk.layers[0].layer);
+  assert.equal(correspondence.layers[0], topk.layers.at(-1)!.layer);
+});
