@@ -28,11 +28,14 @@ interface Raw {
   body: Buffer;
 }
 
-/** A request whose path is sent exactly as written. */
-function raw(base: string, path: string, method = 'GET', body?: Buffer): Promise<Raw> {
+/** What the viewer's own page sends with a state-changing request (server/guard.ts). */
+const OWN_PAGE = { 'x-convscope': '1' };
+
+/** A request whose path and headers are sent exactly as written (a Host header of our choosing, too). */
+function raw(base: string, path: string, method = 'GET', body?: Buffer, headers: Record<string, string> = OWN_PAGE): Promise<Raw> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path, method, headers: body ? { 'content-length': body.length } : {} }, (res) => {
+    const req = request({ host: url.hostname, port: url.port, path, method, headers: body ? { ...headers, 'content-length': body.length } : headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
@@ -125,7 +128,7 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
   let uploaded: string;
 
   it('takes an uploaded image and gives the activations the engine gives', async () => {
-    const up = await json(live.url, '/api/images', { method: 'POST', body: PNG_BYTES, headers: { 'x-filename': 'input.png' } });
+    const up = await json(live.url, '/api/images', { method: 'POST', body: PNG_BYTES, headers: { ...OWN_PAGE, 'x-filename': 'input.png' } });
     assert.equal(up.status, 201);
     uploaded = up.body.id;
     const img = await png(await fetch(new URL(up.body.url, live.url)));
@@ -166,12 +169,12 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
   });
 
   it('picks a dataset image by index', async () => {
-    const pick = await json(live.url, '/api/dataset/5', { method: 'POST' });
+    const pick = await json(live.url, '/api/dataset/5', { method: 'POST', headers: OWN_PAGE });
     assert.equal(pick.status, 201);
     assert.equal(pick.body.name, data.itemName(5));
     assert.equal(pick.body.label, data.label(5));
-    await assertClientError(await fetch(new URL('/api/dataset/24', live.url), { method: 'POST' }), 400, 'index past the end');
-    await assertClientError(await fetch(new URL('/api/dataset/0', fromFolder.url), { method: 'POST' }), 404, 'no --data');
+    await assertClientError(await fetch(new URL('/api/dataset/24', live.url), { method: 'POST', headers: OWN_PAGE }), 400, 'index past the end');
+    await assertClientError(await fetch(new URL('/api/dataset/0', fromFolder.url), { method: 'POST', headers: OWN_PAGE }), 404, 'no --data');
   });
 
   it('ranks a feature live over --data: 9 entries, best first, with projection and patch PNGs', async () => {
@@ -206,7 +209,7 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
   });
 
   it('runs an occlusion map as a job with progress', async () => {
-    const start = await json(live.url, `/api/images/${uploaded}/occlusion?window=16&stride=8`, { method: 'POST' });
+    const start = await json(live.url, `/api/images/${uploaded}/occlusion?window=16&stride=8`, { method: 'POST', headers: OWN_PAGE });
     assert.equal(start.status, 202);
     let job = start.body;
     while (job.state === 'queued' || job.state === 'running') {
@@ -289,7 +292,7 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
     // Chunked: no length up front, so the limit is enforced while reading.
     const status = await new Promise<number>((resolve, reject) => {
       const url = new URL(live.url);
-      const req = request({ host: url.hostname, port: url.port, path: '/api/images', method: 'POST' }, (res) => {
+      const req = request({ host: url.hostname, port: url.port, path: '/api/images', method: 'POST', headers: OWN_PAGE }, (res) => {
         res.resume();
         resolve(res.statusCode!);
       });
@@ -302,11 +305,11 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
 
   it('refuses bad requests with a one-line 4xx and keeps serving', async () => {
     const url = (p: string) => new URL(p, live.url);
-    const msg = await assertClientError(await fetch(url('/api/images'), { method: 'POST', body: 'this is not an image' }), 400, 'not an image');
+    const msg = await assertClientError(await fetch(url('/api/images'), { method: 'POST', body: 'this is not an image', headers: OWN_PAGE }), 400, 'not an image');
     assert.match(msg, /cannot decode image/);
     const truncated = PNG_BYTES.subarray(0, PNG_BYTES.length >> 1);
-    await assertClientError(await fetch(url('/api/images'), { method: 'POST', body: truncated }), 400, 'truncated PNG');
-    await assertClientError(await fetch(url('/api/images'), { method: 'POST' }), 400, 'empty upload');
+    await assertClientError(await fetch(url('/api/images'), { method: 'POST', body: truncated, headers: OWN_PAGE }), 400, 'truncated PNG');
+    await assertClientError(await fetch(url('/api/images'), { method: 'POST', headers: OWN_PAGE }), 400, 'empty upload');
     await assertClientError(await fetch(url(`/api/images/${uploaded}/activations?layer=nope`)), 404, 'unknown layer');
     await assertClientError(await fetch(url(`/api/images/${uploaded}/activations`)), 400, 'missing layer');
     await assertClientError(await fetch(url(`/api/images/${uploaded}/activation.png?layer=fc6`)), 400, 'vector layer');
@@ -318,9 +321,53 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
     await assertClientError(await fetch(url('/api/images/nosuchimage/activations?layer=relu5')), 404, 'unknown image');
     await assertClientError(await fetch(url('/api/topk/relu5/999')), 400, 'top-9 feature out of range');
     await assertClientError(await fetch(url('/api/nothing')), 404, 'unknown route');
-    await assertClientError(await fetch(url('/api/model'), { method: 'POST' }), 405, 'wrong method');
+    await assertClientError(await fetch(url('/api/model'), { method: 'POST', headers: OWN_PAGE }), 405, 'wrong method');
     await assertClientError(await fetch(url('/nothing.html')), 404, 'missing static file');
     const after = await json(live.url, '/api/model');
     assert.equal(after.status, 200, 'still serving');
+  });
+
+  it('answers only its own pages: Host names, cross-site state changes and the page\'s headers (DNS rebinding, CSRF)', async () => {
+    const { port } = new URL(live.url);
+    const own = `127.0.0.1:${port}`;
+    // DNS rebinding: a page on evil.test whose name now resolves to 127.0.0.1 sends Host evil.test.
+    for (const path of ['/api/model', '/', '/app.js']) {
+      const r = await raw(live.url, path, 'GET', undefined, { host: `evil.test:${port}` });
+      assert.equal(r.status, 403, `${path} with a foreign Host`);
+      assert.match(JSON.parse(r.body.toString()).error, /^Host 'evil\.test:\d+' is not this viewer's address; start serve with --allow-host evil\.test/);
+    }
+    for (const host of [own, `localhost:${port}`, `[::1]:${port}`]) assert.equal((await raw(live.url, '/api/model', 'GET', undefined, { host })).status, 200, host);
+    // Cross-site POSTs: a foreign Origin, a cross-site fetch, or no page header are refused and change nothing.
+    const before = (live.viewer as unknown as { images: Map<string, unknown> }).images.size;
+    const attempts: [Record<string, string>, RegExp][] = [
+      [{ host: own, origin: 'http://evil.test', 'x-convscope': '1' }, /from origin 'http:\/\/evil\.test' refused/],
+      [{ host: own, 'sec-fetch-site': 'cross-site', 'x-convscope': '1' }, /from a cross-site page refused/],
+      [{ host: own, origin: `http://${own}` }, /needs the header 'x-convscope: 1'/],
+    ];
+    for (const [headers, message] of attempts) {
+      const r = await raw(live.url, '/api/images', 'POST', PNG_BYTES, headers);
+      assert.equal(r.status, 403, JSON.stringify(headers));
+      assert.match(JSON.parse(r.body.toString()).error, message);
+      assert.equal((await raw(live.url, `/api/images/${uploaded}/occlusion`, 'POST', undefined, headers)).status, 403);
+    }
+    assert.equal((live.viewer as unknown as { images: Map<string, unknown> }).images.size, before, 'no upload got in');
+    const mine = await raw(live.url, '/api/images', 'POST', PNG_BYTES, { host: own, origin: `http://${own}`, 'sec-fetch-site': 'same-origin', 'x-convscope': '1' });
+    assert.equal(mine.status, 201);
+    // Every answer forbids sniffing and framing, allows only our own scripts, and grants no CORS.
+    for (const path of ['/', '/api/model', '/api/nothing']) {
+      const r = await raw(live.url, path);
+      assert.equal(r.headers['x-content-type-options'], 'nosniff', path);
+      assert.match(String(r.headers['content-security-policy']), /default-src 'none'; script-src 'self'/, path);
+      assert.match(String(r.headers['content-security-policy']), /frame-ancestors 'none'/, path);
+      assert.equal(r.headers['access-control-allow-origin'], undefined, path);
+    }
+    const named = await startServer({ model, allowHosts: ['Viewer.Example'] });
+    try {
+      const p = new URL(named.url).port;
+      assert.equal((await raw(named.url, '/api/model', 'GET', undefined, { host: `viewer.example:${p}` })).status, 200, 'an allowed name');
+      assert.equal((await raw(named.url, '/api/model', 'GET', undefined, { host: `other.example:${p}` })).status, 403);
+    } finally {
+      await named.close();
+    }
   });
 });

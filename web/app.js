@@ -12,8 +12,10 @@ function status(text) {
 }
 
 /** JSON from the API; a 4xx/5xx answer becomes an Error carrying the server's one-line message. */
-async function api(path, init) {
-  const res = await fetch(path, init);
+async function api(path, init = {}) {
+  // The server refuses state changes without this header: another page cannot add it without a CORS preflight.
+  const headers = init.method && init.method !== 'GET' ? { ...init.headers, 'x-convscope': '1' } : init.headers;
+  const res = await fetch(path, { ...init, headers });
   const body = await res.json().catch(() => ({}));
   if (!res.ok) throw new Error(body.error || `${res.status} ${res.statusText}`);
   return body;

@@ -15,6 +15,7 @@ export const serveCommand: Command = {
     'scan-limit': { value: true, help: 'images of --data ranked for a live top-9 when there is no --topk', default: 500 },
     port: { value: true, help: 'port; 0 picks a free one', default: 8080 },
     host: { value: true, help: 'address to bind; the default serves this machine only', default: '127.0.0.1' },
+    'allow-host': { value: true, help: 'comma-separated host names the viewer may be reached by, besides IP addresses and localhost (a name of this machine, behind --host 0.0.0.0); other Host headers are refused, which stops DNS rebinding' },
     'upload-limit': { value: true, help: 'largest accepted upload in bytes', default: DEFAULT_UPLOAD_LIMIT },
   },
   async run(o) {
@@ -33,6 +34,7 @@ export const serveCommand: Command = {
       host: o.required('host'),
       scanLimit: o.int('scan-limit', 1),
       uploadLimit: o.int('upload-limit', 1),
+      allowHosts: (o.string('allow-host') ?? '').split(',').map((h) => h.trim()).filter((h) => h.length > 0),
     });
     process.stdout.write(`convscope viewer for ${model.name}${data ? ` on ${data.name}` : ''}: ${running.url}\n`);
     // The server keeps the process alive; Ctrl-C closes it and releases the ORT sessions.

@@ -9,6 +9,7 @@ import { decodeImageBuffer } from '../data/image.js';
 import { BACKWARD_RULES } from '../engine/compile.js';
 import { encodePng, projectionToImage } from '../render/figure.js';
 import { choiceParam, HttpError, intParam, readBody, sendBytes, sendError, sendJson } from './http.js';
+import { checkRequest, SECURITY_HEADERS, type GuardOptions } from './guard.js';
 import { readStatic, staticRoot, type StaticRoot } from './static.js';
 import { Viewer, type ViewerOptions } from './viewer.js';
 
@@ -20,6 +21,8 @@ export interface ServeOptions extends ViewerOptions {
   /** 0 picks a free port. */
   port?: number;
   uploadLimit?: number;
+  /** Host names (besides IP literals and localhost) the viewer answers to; see guard.ts. */
+  allowHosts?: readonly string[];
   /** The viewer's folder (default: web/ of this package). */
   webDir?: string;
 }
@@ -197,8 +200,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     topk: options.topkDir ? staticRoot(options.topkDir) : undefined,
     uploadLimit: options.uploadLimit ?? DEFAULT_UPLOAD_LIMIT,
   };
+  const guard: GuardOptions = { allowHosts: (options.allowHosts ?? []).map((h) => h.toLowerCase()) };
   const server = createServer((req, res) => {
-    route(ctx, req, res).catch((e: unknown) => {
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+    Promise.resolve().then(() => {
+      checkRequest(req, guard);
+      return route(ctx, req, res);
+    }).catch((e: unknown) => {
       // Only HttpErrors are the client's fault; anything else is ours, reported as 500 and the server carries on.
       if (e instanceof HttpError) sendError(res, e.status, e.message);
       else sendError(res, 500, e instanceof Error ? e.message : String(e));
