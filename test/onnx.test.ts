@@ -217,15 +217,15 @@ describe('ONNX graphs torch may emit', () => {
     b.output('y', ['batch', 4]);
     const bytes = b.encode('torchish');
     const model = modelFromOnnx(bytes, 'torchish.onnx');
-    // Layers without PyTorch-named weights or scoped node names fall back to <op><index>.
+    // Layers without PyTorch-named weights or scoped node names are named by their op (numbered where ops repeat).
     assert.deepEqual(model.layers, [
       { type: 'conv2d', name: 'body.conv', inChannels: 2, outChannels: 3, kernel: [3, 3], stride: [1, 1], padding: [1, 1], bias: false },
-      { type: 'relu', name: 'relu1' },
-      { type: 'dropout', name: 'dropout2', p: 0.25 },
-      { type: 'flatten', name: 'reshape3' },
+      { type: 'relu', name: 'relu' },
+      { type: 'dropout', name: 'dropout', p: 0.25 },
+      { type: 'flatten', name: 'reshape' },
       { type: 'linear', name: 'head', inFeatures: 48, outFeatures: 6, bias: true },
-      { type: 'linear', name: 'gemm5', inFeatures: 6, outFeatures: 4, bias: true },
-      { type: 'softmax', name: 'softmax6' },
+      { type: 'linear', name: 'gemm', inFeatures: 6, outFeatures: 4, bias: true },
+      { type: 'softmax', name: 'softmax' },
     ]);
     const input = randomInput([2, 2, 4, 4], 1, 1);
     assertLogitsClose(await logits(model, input), await runOnnx(bytes, input, 'y'), 'torch-style graph', (m) => t.diagnostic(m));

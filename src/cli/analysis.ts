@@ -12,17 +12,9 @@ import { Landmarks } from '../model/landmarks.js';
 import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
-import { DATA_OPTIONS, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
+import { DATA_OPTIONS, layersOption, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { paperLayerTitles } from './paper-layers.js';
 
-
-function layersFrom(o: Options, fallback: string[]): string[] {
-  const v = o.string('layers');
-  if (v === undefined) return fallback;
-  const layers = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (layers.length === 0) throw new UsageError('--layers needs at least one layer name');
-  return layers;
-}
 
 /** "FROM:TO:STEP" (both ends included) or "A,B,C". */
 export function parseAmounts(name: string, text: string): number[] {
@@ -99,7 +91,7 @@ export const invarianceCommand: Command = {
     const dir = o.required('out');
     const model = modelFrom(o);
     const paper = paperLayerTitles(model, paperLayers, ['layer 1', 'layer 7']);
-    const layers = layersFrom(o, paper.layers ?? []);
+    const layers = layersOption(o, model) ?? paper.layers ?? [];
     if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (no conv + two linear layers to pick the paper's layers from)`);
     const sweeps = sweepsFrom(o, model.input[1]);
     const batch = o.int('batch', 1);
@@ -181,7 +173,7 @@ export const correspondCommand: Command = {
     const dir = o.required('out');
     const model = modelFrom(o);
     const paper = paperLayerTitles(model, paperLayers57, ['layer 5', 'layer 7']);
-    const layers = layersFrom(o, paper.layers ?? []);
+    const layers = layersOption(o, model) ?? paper.layers ?? [];
     if (layers.length === 0) throw new UsageError(`model ${model.name}: give --layers (fewer than 5 conv or 2 linear layers to pick the paper's layers from)`);
     const draws = o.int('random', 1);
     const seed = o.int('seed');

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { loadModel } from '../model/load.js';
-import { modelTable } from '../model/summary.js';
+import { layerRows, modelTable } from '../model/summary.js';
 import { projectUnit, ZF_SETTINGS } from '../analysis/project.js';
 import { loadInput } from '../data/image.js';
 import { encodeNpy, readNpy, type Tensor } from '../tensor.js';
@@ -12,7 +12,7 @@ import { projectionFigurePng } from '../render/projection.js';
 import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
 import { buildReport } from '../report/report.js';
 import { UsageError, type Command } from './args.js';
-import { DATA_OPTIONS, INPUT_OPTIONS, inputFrom, MODEL_OPTIONS, modelFrom } from './options.js';
+import { DATA_OPTIONS, INPUT_OPTIONS, inputFrom, layerOption, MODEL_OPTIONS, modelFrom } from './options.js';
 import { runLocalisationScore } from './occlusion-score.js';
 import { occlusionMaps, type Fill, type OcclusionOptions } from '../analysis/occlusion.js';
 import { writeOutputs } from '../report/files.js';
@@ -48,9 +48,13 @@ export const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
   inspect: {
     summary: 'layer table: output shapes, receptive fields, parameters, FLOPs',
-    options: { ...MODEL_OPTIONS },
+    options: {
+      ...MODEL_OPTIONS,
+      json: { value: false, help: 'write the table as JSON: {"layers": [{"name", "op", "onnxNode", "onnxOutput", "inputs", "shape", "rf", "params", "flops"}]}, in topological order' },
+    },
     async run(o) {
-      process.stdout.write(`${modelTable(modelFrom(o))}\n`);
+      const model = modelFrom(o);
+      process.stdout.write(o.flag('json') ? `${JSON.stringify({ model: model.name, input: model.input, layers: layerRows(model) })}\n` : `${modelTable(model)}\n`);
     },
   },
 
@@ -59,7 +63,7 @@ export const COMMANDS: Record<string, Command> = {
     options: {
       ...MODEL_OPTIONS,
       ...INPUT_OPTIONS,
-      layer: { value: true, help: 'layer whose unit to project, e.g. relu5' },
+      layer: { value: true, help: "layer whose unit to project: a layer name as `convscope inspect` lists them (relu5, layer3.1.relu_1), a module's name for its output (layer3), or an ONNX node or tensor name" },
       feature: { value: true, help: 'feature map (channel) index' },
       unit: { value: true, help: "'max' (the map's strongest activation) or Y,X", default: 'max' },
       rule: { value: true, help: 'ReLU rule on the way down: deconvnet, gradient or guided', default: ZF_SETTINGS.rule },
@@ -73,7 +77,7 @@ export const COMMANDS: Record<string, Command> = {
       const png = o.string('png');
       refuseOverwriteOfInput([out, png], [o.string('image'), o.string('input-npy'), o.string('model')]);
       const model = modelFrom(o);
-      const layer = o.required('layer');
+      const layer = layerOption(o, model) ?? o.required('layer');
       const feature = o.int('feature');
       const unitArg = o.required('unit');
       let position: 'max' | [number, number] = 'max';
@@ -181,7 +185,7 @@ export const COMMANDS: Record<string, Command> = {
         target: o.has('target') ? o.int('target', 0) : undefined,
         window: o.has('window') ? o.int('window', 1) : undefined,
         stride: o.has('stride') ? o.int('stride', 1) : undefined,
-        layer: o.string('layer'),
+        layer: layerOption(o, model),
         incremental: !o.flag('full'),
         batch: o.has('batch') ? o.int('batch', 1) : undefined,
         onProgress: bar.report,

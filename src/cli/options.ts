@@ -4,6 +4,7 @@ import { openFilteredDataset } from '../data/filter.js';
 import { loadInput } from '../data/image.js';
 import type { Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
+import { resolveLayer } from '../model/names.js';
 import { readNpy, type Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
 
@@ -25,6 +26,21 @@ export function modelFrom(o: Options): Model {
     if (key === 'mean') delete model.preprocess.meanImage;
   }
   return model;
+}
+
+/** A layer option as the user typed it (a layer, a module or an ONNX name), resolved against the model. */
+export function layerOption(o: Options, model: Model, key = 'layer'): string | undefined {
+  const v = o.string(key);
+  return v === undefined ? undefined : resolveLayer(model, v.trim());
+}
+
+/** A comma-separated list of layers, each resolved as layerOption does; undefined when the option is absent. */
+export function layersOption(o: Options, model: Model, key = 'layers'): string[] | undefined {
+  const v = o.string(key);
+  if (v === undefined) return undefined;
+  const names = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (names.length === 0) throw new UsageError(`--${key} needs at least one layer name`);
+  return names.map((n) => resolveLayer(model, n));
 }
 
 export const INPUT_OPTIONS: Record<string, OptionSpec> = {

@@ -12,7 +12,7 @@ import { runProbe, type LabelledProbe } from '../analysis/probe.js';
 import { writeOutputs } from '../report/files.js';
 import { probeFiles } from '../report/probe.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
-import { MODEL_OPTIONS, modelFrom } from './options.js';
+import { layersOption, MODEL_OPTIONS, modelFrom } from './options.js';
 import { Progress } from './progress.js';
 
 const DATA_PATH: Record<string, OptionSpec> = {
@@ -25,12 +25,6 @@ const SPEC_HELP = "shapes (e.g. shapes:count=2000,classes=6-9), fashion-mnist, a
 function openSpec(o: Options, key: string, split: Split) {
   const dataPath = o.string('data-path');
   return openFilteredDataset(o.required(key), { split, ...(dataPath ? { data: dataPath } : {}) });
-}
-
-function list(o: Options, key: string): string[] {
-  const items = o.required(key).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (items.length === 0) throw new UsageError(`--${key} needs at least one name`);
-  return items;
 }
 
 function positiveInts(o: Options, key: string): number[] {
@@ -68,7 +62,7 @@ export const probeCommand: Command = {
     const trainSet = await openSpec(o, 'train', 'train');
     const testSet = await openSpec(o, 'test', 'test');
     const options = {
-      layers: o.has('layers') ? list(o, 'layers') : new Landmarks(model).levels(),
+      layers: layersOption(o, model) ?? new Landmarks(model).levels(),
       perClass: positiveInts(o, 'per-class'),
       splits: o.int('splits', 1),
       seed,

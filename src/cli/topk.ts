@@ -7,7 +7,7 @@ import { SPLITS, type Dataset } from '../data/dataset.js';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { ZF_SETTINGS } from '../analysis/project.js';
-import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
+import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, layersOption, modelFrom, validationSet } from './options.js';
 import { writeTopk } from '../report/topk.js';
 import { fileCheckpoint } from '../util/checkpoint.js';
 import { Progress } from './progress.js';
@@ -58,12 +58,9 @@ export const topkCommand: Command = {
     const limit = o.has('limit') ? o.int('limit', 1) : undefined;
     const order = o.choice('order', TOPK_ORDERS);
     const settings = { rule: o.choice('rule', BACKWARD_RULES), lrn: o.choice('lrn', LRN_MODES), seedValue: 'activation' as const };
-    const layerArg = o.string('layers');
-    const requested = layerArg?.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-    if (requested?.length === 0) throw new UsageError('--layers needs at least one layer name');
-
     // Everything that can be wrong with the input is checked before the first file is written.
     const model = modelFrom(o);
+    const requested = layersOption(o, model);
     const engine = new Engine(model);
     try {
       const layers = resolveTopkLayers(engine, requested);

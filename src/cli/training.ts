@@ -10,7 +10,7 @@ import { writeEvolution } from '../report/evolution.js';
 import { writeTrainingCurves } from '../report/training.js';
 import { Progress } from './progress.js';
 import { UsageError, type Command, type Options } from './args.js';
-import { DATA_OPTIONS, datasetFrom, validationSet } from './options.js';
+import { DATA_OPTIONS, datasetFrom, layersOption, validationSet } from './options.js';
 
 /** Initial weights of a zoo model (`--init`). */
 export const INIT_SCHEMES: readonly InitScheme[] = ['kaiming', 'paper'];
@@ -99,7 +99,7 @@ export const evolveCommand: Command = {
     const count = Math.min(o.has('count') ? o.int('count', 1) : data.size, data.size);
     const out = o.required('out');
     const result = await featureEvolution(snapshots, data, {
-      layers: o.string('layers')?.split(','), features: o.int('features', 1), seed: o.int('seed'),
+      layers: layersOption(o, snapshots[0].model), features: o.int('features', 1), seed: o.int('seed'),
       indices: Array.from({ length: count }, (_, i) => i),
       onProgress: (_done, _total, note) => {
         if (note) process.stderr.write(`${note}\n`);

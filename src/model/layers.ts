@@ -44,6 +44,10 @@ export interface Model {
   weights: Map<string, Tensor>;
   preprocess: Preprocess;
   classes?: string[];
+  /** For a model read from ONNX: its node and data-tensor names, each to the layer it became (users may type them). */
+  onnxNames?: ReadonlyMap<string, string>;
+  /** For a model read from ONNX: each layer's node and the tensor that carries its output. */
+  onnxSources?: ReadonlyMap<string, { node: string; output: string }>;
 }
 
 /** The weight tensors a layer owns, with their expected shapes. */
@@ -51,12 +55,35 @@ export function layerParams(layer: Layer): ParamSpec[] {
   return opOf(layer).params(layer);
 }
 
+/** The layer of that exact name; a name users type goes through resolveLayer (model/names.ts) first. */
 export function findLayer(model: Model, name: string): { layer: Layer; index: number } {
   const index = model.layers.findIndex((l) => l.name === name);
-  if (index < 0) {
-    throw new Error(`unknown layer '${name}'; the model has ${model.layers.map((l) => l.name).join(', ')}`);
-  }
+  if (index < 0) throw new Error(unknownLayer(model, name));
   return { layer: model.layers[index], index };
+}
+
+/** Levenshtein distance, for suggesting names close to a mistyped one. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
+}
+
+/** One line for a name that resolves to nothing: the closest names, not a dump of every layer. */
+export function unknownLayer(model: Pick<Model, 'layers'>, name: string): string {
+  const names = model.layers.map((l) => l.name);
+  const close = names
+    .map((n) => ({ n, d: distance(n, name) }))
+    .filter(({ d }) => d <= Math.max(2, Math.floor(name.length / 3)))
+    .sort((a, b) => a.d - b.d)
+    .slice(0, 5)
+    .map(({ n }) => n);
+  const hint = close.length > 0 ? `did you mean ${close.join(', ')}? ` : '';
+  return `unknown layer '${name}'; ${hint}(${names.length} layers; convscope inspect lists them)`;
 }
 
 /** Checks that every weight exists with the right shape and holds finite numbers. */

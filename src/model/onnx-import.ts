@@ -9,7 +9,7 @@ import { decodeModel, type ModelProto } from '../onnx/proto.js';
 import type { Tensor } from '../tensor.js';
 import { validateModel, type Layer, type Model } from './layers.js';
 import { inferShapes } from './shapes.js';
-import { ChainImporter } from './onnx-import/chain.js';
+import { ChainImporter, type OnnxNames } from './onnx-import/chain.js';
 import { GraphImporter, hasMerges } from './onnx-import/dag.js';
 import { findDataInput, indexGraph, inputShape } from './onnx-import/graph.js';
 import { classesFromMetadata, layersFromMetadata, ONNX_META, preprocessFromMetadata } from './onnx-import/metadata.js';
@@ -23,7 +23,7 @@ export function modelFromOnnx(buf: Uint8Array, path: string): Model {
 
 export interface OnnxImport {
   model: Model;
-  /** For a graph that branches: the layer whose output each ONNX data tensor is (aliases through Identity included). */
+  /** The layer each ONNX data tensor (aliases through Identity included) and each layer-making node stands for. */
   tensors?: ReadonlyMap<string, string>;
 }
 
@@ -57,7 +57,7 @@ function importModel(proto: ModelProto, path: string): OnnxImport {
   const ix = indexGraph(proto.graph);
   const input = inputShape(findDataInput(proto.graph, ix));
   const archJson = meta.get(ONNX_META.architecture);
-  const { layers, weights, tensors }: { layers: Layer[]; weights: Map<string, Tensor>; tensors?: ReadonlyMap<string, string> } = archJson
+  const { layers, weights, tensors, sources }: { layers: Layer[]; weights: Map<string, Tensor> } & Partial<OnnxNames> = archJson
     ? layersFromMetadata(archJson, ix)
     : hasMerges(ix, input.name)
       ? new GraphImporter(ix, proto.opsetVersion, input).run()
@@ -69,6 +69,8 @@ function importModel(proto: ModelProto, path: string): OnnxImport {
     weights,
     preprocess: preprocessFromMetadata(meta, input.chw),
     ...classesFromMetadata(meta),
+    ...(tensors ? { onnxNames: tensors } : {}),
+    ...(sources ? { onnxSources: sources } : {}),
   };
   validateModel(model);
   inferShapes(model);

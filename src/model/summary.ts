@@ -1,3 +1,4 @@
+import { IMAGE, MODEL_INPUT } from './graph.js';
 import type { Model } from './layers.js';
 import { inferShapes, type LayerInfo } from './shapes.js';
 
@@ -13,6 +14,40 @@ function rfText(info: LayerInfo): string {
   if (rf.global) return 'whole image';
   const sq = (p: [number, number]) => (p[0] === p[1] ? `${p[0]}` : `${p[0]}x${p[1]}`);
   return `${sq(rf.size)} /${sq(rf.jump)} @${sq(rf.start)}`;
+}
+
+/** One layer as `convscope inspect --json` lists it. */
+export interface LayerRow {
+  name: string;
+  op: string;
+  /** The ONNX node the layer came from and the tensor carrying its output (null for models not read from ONNX). */
+  onnxNode: string | null;
+  onnxOutput: string | null;
+  /** Producer layers ('input' for the image). */
+  inputs: string[];
+  shape: number[];
+  rf: { size: [number, number]; jump: [number, number]; start: [number, number]; global: boolean };
+  params: number;
+  flops: number;
+}
+
+/** Every layer in topological order (the logits last), with what `inspect` shows of it. */
+export function layerRows(model: Model): LayerRow[] {
+  const infos = inferShapes(model);
+  return infos.map((i) => {
+    const source = model.onnxSources?.get(i.layer.name);
+    return {
+      name: i.layer.name,
+      op: i.layer.type,
+      onnxNode: source?.node || null,
+      onnxOutput: source?.output ?? null,
+      inputs: i.inputs.map((p) => (p === IMAGE ? MODEL_INPUT : infos[p].layer.name)),
+      shape: [...i.outShape],
+      rf: { size: [...i.rf.size], jump: [...i.rf.jump], start: [...i.rf.start], global: i.rf.global },
+      params: i.params,
+      flops: i.flops,
+    };
+  });
 }
 
 /** The `convscope inspect` table: one row per layer with output shape, receptive field, parameters and FLOPs. */

@@ -8,6 +8,7 @@ import { refuse, unsupportedOp } from './attributes.js';
 import type { GraphIndex, InputShape } from './graph.js';
 import { LrnMatcher } from './lrn-pattern.js';
 import { LAYER_OPS, NodeConverter, type Draft } from './node-layers.js';
+import { finalLayerNames, type Named } from './names.js';
 import { ShapeEvaluator } from './shape-eval.js';
 
 export class ChainImporter {
@@ -16,7 +17,9 @@ export class ChainImporter {
   private readonly nodes: NodeConverter;
   private readonly layers: Layer[] = [];
   private readonly weights = new Map<string, Tensor>();
-  private readonly taken = new Set<string>();
+  private readonly named: Named[] = [];
+  /** Chain tensor -> the draft name of the layer whose output it is. */
+  private readonly layerOf = new Map<string, string>();
 
   constructor(
     private readonly ix: GraphIndex,
@@ -29,7 +32,7 @@ export class ChainImporter {
     this.nodes = new NodeConverter(ix, this.shapes, opset, inShape.fixedBatch, () => this.currentShape());
   }
 
-  run(): { layers: Layer[]; weights: Map<string, Tensor> } {
+  run(): { layers: Layer[]; weights: Map<string, Tensor> } & OnnxNames {
     const outputs = this.ix.graph.outputs;
     if (outputs.length !== 1) throw new Error(`the graph has ${outputs.length} outputs; convscope imports single-output chains`);
     let x = this.inShape.name;
@@ -38,6 +41,8 @@ export class ChainImporter {
       if (users.length === 0) break;
       const step = this.lrn.match(x, users) ?? this.nodes.convert(this.single(x, users));
       if (step.draft) this.add(step.draft);
+      const last = this.layers.at(-1);
+      if (last) this.layerOf.set(step.out, last.name);
       this.shapes.chainShapes.set(step.out, ['N', ...this.currentShape()]);
       x = step.out;
     }
@@ -46,7 +51,9 @@ export class ChainImporter {
       throw new Error(`graph output '${outputs[0].name}'${from ? ` (from node '${from.name}')` : ''} is not reached by the layer chain from input '${this.inShape.name}', which ends at '${x}'`);
     }
     if (this.layers.length === 0) throw new Error('the graph has no layers');
-    return { layers: this.layers, weights: this.weights };
+    const final = finalLayerNames(this.named, new Set());
+    const names = new Map(this.layers.map((l, i) => [l.name, final[i]]));
+    return { ...renameLayers(this.layers, this.weights, names), ...onnxNames(this.layerOf, this.named, names) };
   }
 
   /** Readers of a chain tensor other than Shape, which only looks at its size. */
@@ -60,9 +67,10 @@ export class ChainImporter {
   }
 
   private add(d: Draft): void {
-    const name = uniqueLayerName(d, this.taken, this.layers.length);
+    const name = draftName(this.layers.length);
     d.layer.name = name;
     this.layers.push(d.layer);
+    this.named.push({ layer: d.layer, origins: [...d.params.values()].map((t) => t.origin), node: d.node });
     for (const [suffix, t] of d.params) this.weights.set(`${name}.${suffix}`, { shape: [...t.dims], data: t.data });
     // Shapes are checked layer by layer so that a mismatch names the layer where it starts.
     this.currentShape();
@@ -82,29 +90,41 @@ export class ChainImporter {
   }
 }
 
-/** `conv1.weight` -> `conv1`, `features.0.bias` -> `features.0`: PyTorch's module path. */
+/** A placeholder name, unique by position, until finalLayerNames names the layers. */
+export function draftName(position: number): string {
+  return `#${position}`;
+}
+
 /**
- * A layer name from the draft's weights (`features.0`), else its node's scope, else op and position; made unique
- * against `taken` with a suffix and added to it.
+ * Where each layer came from in the file: `tensors` maps ONNX data tensors and the nodes that made layers to the
+ * layer's final name; `sources` maps each layer to its node and the tensor that carries its output.
  */
-export function uniqueLayerName(d: Draft, taken: Set<string>, position: number): string {
-  const base = layerNameFromWeights([...d.params.values()].map((t) => t.origin)) ?? layerNameFromNode(d.node) ?? `${d.node.opType.toLowerCase()}${position}`;
-  let name = base;
-  for (let k = 2; taken.has(name); k++) name = `${base}_${k}`;
-  taken.add(name);
-  return name;
-}
-
-export function layerNameFromWeights(origins: string[]): string | undefined {
-  for (const o of origins) {
-    const m = /^(.+)\.(weight|bias|running_mean|running_var)$/.exec(o);
-    if (m) return m[1];
+export function onnxNames(layerOf: ReadonlyMap<string, string>, named: readonly Named[], names: ReadonlyMap<string, string>): OnnxNames {
+  const tensors = new Map([...layerOf].map(([t, l]) => [t, names.get(l) ?? l]));
+  const sources = new Map<string, { node: string; output: string }>();
+  for (const [t, l] of tensors) if (!sources.has(l)) sources.set(l, { node: '', output: t });
+  for (const n of named) {
+    const layer = names.get(n.layer.name);
+    if (!layer) continue;
+    if (n.node.name) tensors.set(n.node.name, layer);
+    sources.set(layer, { node: n.node.name, output: sources.get(layer)?.output ?? n.node.outputs[0] });
   }
-  return undefined;
+  return { tensors, sources };
 }
 
-/** `/relu1/Relu` -> `relu1`, `/features/features.1/Relu` -> `features.1`: torch names nodes by module scope. */
-export function layerNameFromNode(n: NodeProto): string | undefined {
-  const parts = n.name.split('/').filter((p) => p !== '');
-  return n.name.startsWith('/') && parts.length >= 2 ? parts[parts.length - 2] : undefined;
+export interface OnnxNames {
+  tensors: Map<string, string>;
+  sources: Map<string, { node: string; output: string }>;
+}
+
+/** Renames draft-named layers (their inputs and weights too) to their final names. */
+export function renameLayers(layers: Layer[], weights: Map<string, Tensor>, names: Map<string, string>): { layers: Layer[]; weights: Map<string, Tensor> } {
+  const rename = (n: string) => names.get(n) ?? n;
+  const renamed = layers.map((l) => ({ ...l, name: rename(l.name), ...(l.inputs ? { inputs: l.inputs.map(rename) } : {}) }));
+  const out = new Map<string, Tensor>();
+  for (const [key, t] of weights) {
+    const dot = key.indexOf('.');
+    out.set(`${rename(key.slice(0, dot))}${key.slice(dot)}`, t);
+  }
+  return { layers: renamed, weights: out };
 }

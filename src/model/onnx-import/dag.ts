@@ -7,7 +7,8 @@ import { MODEL_INPUT, withChainInputs } from '../graph.js';
 import type { Layer } from '../layers.js';
 import { opOf } from '../ops/index.js';
 import { refuse, unsupportedOp } from './attributes.js';
-import { uniqueLayerName } from './chain.js';
+import { draftName, onnxNames, renameLayers, type OnnxNames } from './chain.js';
+import { finalLayerNames, type Named } from './names.js';
 import type { GraphIndex, InputShape } from './graph.js';
 import { LAYER_OPS, NodeConverter, type Draft } from './node-layers.js';
 import { ShapeEvaluator } from './shape-eval.js';
@@ -34,7 +35,7 @@ export class GraphImporter {
   private readonly shapes: ShapeEvaluator;
   private readonly layers: Layer[] = [];
   private readonly weights = new Map<string, Tensor>();
-  private readonly taken = new Set<string>([MODEL_INPUT]);
+  private readonly named: Named[] = [];
   /** Data tensor -> the layer whose output it is (MODEL_INPUT for the image). */
   private readonly layerOf = new Map<string, string>();
   private readonly outShape = new Map<string, number[]>([[MODEL_INPUT, []]]);
@@ -53,7 +54,7 @@ export class GraphImporter {
     this.outShape.set(MODEL_INPUT, [...inShape.chw]);
   }
 
-  run(): { layers: Layer[]; weights: Map<string, Tensor>; tensors: ReadonlyMap<string, string> } {
+  run(): { layers: Layer[]; weights: Map<string, Tensor> } & OnnxNames {
     const outputs = this.ix.graph.outputs;
     if (outputs.length !== 1) throw new Error(`the graph has ${outputs.length} outputs; convscope imports single-output models`);
     const nodes = new NodeConverter(this.ix, this.shapes, this.opset, this.inShape.fixedBatch, () => this.outShape.get(this.reading)!);
@@ -80,7 +81,10 @@ export class GraphImporter {
       const from = this.ix.producer.get(out);
       throw new Error(`graph output '${out}'${from ? ` (from node '${from.name}')` : ''} is not the last layer computed from input '${this.inShape.name}'`);
     }
-    return { layers: withChainInputs(this.layers), weights: this.weights, tensors: this.layerOf };
+    const final = finalLayerNames(this.named, new Set([MODEL_INPUT]));
+    const names = new Map(this.layers.map((l, i) => [l.name, final[i]]));
+    const { layers, weights } = renameLayers(this.layers, this.weights, names);
+    return { layers: withChainInputs(layers), weights, ...onnxNames(this.layerOf, this.named, names) };
   }
 
   private alias(tensor: string, layer: string): void {
@@ -89,8 +93,9 @@ export class GraphImporter {
   }
 
   private add(d: Draft, out: string): void {
-    const layer = { ...d.layer, name: uniqueLayerName(d, this.taken, this.layers.length) };
+    const layer = { ...d.layer, name: draftName(this.layers.length) };
     this.layers.push(layer);
+    this.named.push({ layer, origins: [...d.params.values()].map((t) => t.origin), node: d.node });
     for (const [suffix, t] of d.params) this.weights.set(`${layer.name}.${suffix}`, { shape: [...t.dims], data: t.data });
     // Shapes are checked layer by layer so that a mismatch names the layer where it starts.
     this.outShape.set(layer.name, opOf(layer).shape(layer, layer.inputs!.map((i) => this.outShape.get(i)!)));

@@ -36,6 +36,15 @@ export function indexGraph(graph: GraphProto): GraphIndex {
       consumers.set(t, list);
     }
   });
+  // ONNX lists nodes in topological order; a node reading a tensor that a later node writes is a cycle (or a file
+  // out of order), which every walk below would misread.
+  const position = new Map(graph.nodes.map((n, i) => [n, i]));
+  graph.nodes.forEach((n, i) => {
+    for (const t of nodeReads(n)) {
+      const from = producer.get(t);
+      if (from && position.get(from)! >= i) throw new Error(`node '${n.name}' (${n.opType}) reads '${t}', which node '${from.name}' (${from.opType}) writes after it: the graph has a cycle or lists its nodes out of order`);
+    }
+  });
   return { graph, producer, consumers, initializers: new Map(graph.initializers.map((t) => [t.name, t])) };
 }
 
