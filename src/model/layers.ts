@@ -6,7 +6,7 @@ import type { ParamSpec } from './ops/types.js';
 export type Pair = [number, number];
 
 export type Layer =
-  | { type: 'conv2d'; name: string; inputs?: string[]; inChannels: number; outChannels: number; kernel: Pair; stride: Pair; padding: Pair; bias: boolean }
+  | { type: 'conv2d'; name: string; inputs?: string[]; inChannels: number; outChannels: number; kernel: Pair; stride: Pair; padding: Pair; bias: boolean; groups?: number; dilation?: Pair }
   | { type: 'relu'; name: string; inputs?: string[] }
   | { type: 'maxpool2d'; name: string; inputs?: string[]; kernel: Pair; stride: Pair; padding: Pair; ceilMode: boolean }
   | { type: 'avgpool2d'; name: string; inputs?: string[]; kernel: Pair; stride: Pair; padding: Pair; ceilMode: boolean; countIncludePad: boolean }
@@ -18,7 +18,14 @@ export type Layer =
   | { type: 'dropout'; name: string; inputs?: string[]; p: number }
   | { type: 'softmax'; name: string; inputs?: string[] }
   | { type: 'add'; name: string; inputs?: string[] }
-  | { type: 'concat'; name: string; inputs?: string[] };
+  | { type: 'concat'; name: string; inputs?: string[] }
+  | { type: 'mul'; name: string; inputs?: string[] }
+  | { type: 'sigmoid'; name: string; inputs?: string[] }
+  | { type: 'tanh'; name: string; inputs?: string[] }
+  | { type: 'hardsigmoid'; name: string; inputs?: string[]; alpha: number; beta: number }
+  | { type: 'hardswish'; name: string; inputs?: string[] }
+  | { type: 'leakyrelu'; name: string; inputs?: string[]; alpha: number }
+  | { type: 'clip'; name: string; inputs?: string[]; min: number; max: number };
 
 export type LayerType = Layer['type'];
 

@@ -14,7 +14,7 @@ import { LAYER_OPS, NodeConverter, type Draft } from './node-layers.js';
 import { ShapeEvaluator } from './shape-eval.js';
 
 /** ONNX ops that merge data tensors, and the layer each becomes. */
-const MERGES: Record<string, 'add' | 'concat'> = { Add: 'add', Sum: 'add', Concat: 'concat' };
+const MERGES: Record<string, 'add' | 'concat' | 'mul'> = { Add: 'add', Sum: 'add', Concat: 'concat', Mul: 'mul' };
 
 /** Tensors computed from the image (Shape nodes only read its size, so they end the data path). */
 function dataTensors(ix: GraphIndex, input: string): Set<string> {

@@ -5,11 +5,11 @@ import { intsAttr, refuse, stringAttr } from '../onnx-import/attributes.js';
 import type { ConstTensor } from '../onnx-import/constants.js';
 
 /** 2-D window geometry (Conv, MaxPool, AveragePool): kernel, strides, and pads that PyTorch can express. */
-export function windowGeometry(n: NodeProto, kernel: number[]): { kernel: Pair; stride: Pair; padding: Pair } {
+export function windowGeometry(n: NodeProto, kernel: number[], dilated = false): { kernel: Pair; stride: Pair; padding: Pair } {
   if (kernel.length !== 2) refuse(n, `only 2-D windows are supported, this one is ${kernel.length}-D`);
   const autoPad = stringAttr(n, 'auto_pad', 'NOTSET');
   if (autoPad !== 'NOTSET') refuse(n, `auto_pad ${autoPad} is not supported; export with explicit padding`);
-  if (intsAttr(n, 'dilations', [1, 1]).some((d) => d !== 1)) refuse(n, 'dilated windows are not supported');
+  if (!dilated && intsAttr(n, 'dilations', [1, 1]).some((d) => d !== 1)) refuse(n, 'dilated windows are not supported');
   const strides = intsAttr(n, 'strides', [1, 1]);
   const pads = intsAttr(n, 'pads', [0, 0, 0, 0]);
   if (pads[0] !== pads[2] || pads[1] !== pads[3]) refuse(n, `asymmetric pads [${pads}] are not supported`);

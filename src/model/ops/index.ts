@@ -2,6 +2,13 @@
 import type { Layer, LayerType } from '../layers.js';
 import { adaptiveavgpool2d } from './adaptiveavgpool2d.js';
 import { add } from './add.js';
+import { clip } from './clip.js';
+import { hardsigmoid } from './hardsigmoid.js';
+import { hardswish } from './hardswish.js';
+import { leakyrelu } from './leakyrelu.js';
+import { mul } from './mul.js';
+import { sigmoid } from './sigmoid.js';
+import { tanh } from './tanh.js';
 import { avgpool2d } from './avgpool2d.js';
 import { batchnorm2d } from './batchnorm2d.js';
 import { concat } from './concat.js';
@@ -16,7 +23,8 @@ import { softmax } from './softmax.js';
 import type { OpDef } from './types.js';
 
 export const OPS: { [K in LayerType]: OpDef<Extract<Layer, { type: K }>> } = {
-  conv2d, relu, maxpool2d, avgpool2d, adaptiveavgpool2d, lrn, batchnorm2d, flatten, linear, dropout, softmax, add, concat,
+  conv2d, relu, maxpool2d, avgpool2d, adaptiveavgpool2d, lrn, batchnorm2d, flatten, linear, dropout, softmax, add, concat, mul,
+  sigmoid, tanh, hardsigmoid, hardswish, leakyrelu, clip,
 };
 
 /** The table entry of a layer, typed for that layer (the mapped type cannot narrow through an index by itself). */

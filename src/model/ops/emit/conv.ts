@@ -19,16 +19,49 @@ function transposeGeometry(inSize: number, outSize: number, k: number, s: number
   return padEnd >= 0 ? { padEnd, outputPadding: 0 } : { padEnd: 0, outputPadding: -padEnd };
 }
 
-export function transposedWindowOp(b: GraphBuilder, g: string, weight: string, kernel: Pair, stride: Pair, padding: Pair, inShape: number[], outShape: number[], group: number): string {
-  const gy = transposeGeometry(inShape[1], outShape[1], kernel[0], stride[0], padding[0]);
-  const gx = transposeGeometry(inShape[2], outShape[2], kernel[1], stride[1], padding[1]);
+export function transposedWindowOp(b: GraphBuilder, g: string, weight: string, kernel: Pair, stride: Pair, padding: Pair, inShape: number[], outShape: number[], group: number, dilation: Pair = [1, 1]): string {
+  const extent = dilatedKernel(kernel, dilation);
+  const gy = transposeGeometry(inShape[1], outShape[1], extent[0], stride[0], padding[0]);
+  const gx = transposeGeometry(inShape[2], outShape[2], extent[1], stride[1], padding[1]);
   return b.op1('ConvTranspose', [g, weight], {
     kernel_shape: kernel,
     strides: stride,
     pads: [padding[0], padding[1], gy.padEnd, gx.padEnd],
     output_padding: [gy.outputPadding, gx.outputPadding],
     group,
+    ...(dilation[0] * dilation[1] !== 1 ? { dilations: dilation } : {}),
   });
+}
+
+/** The input extent a dilated kernel spans: (k - 1) d + 1. */
+export function dilatedKernel(kernel: Pair, dilation: Pair): Pair {
+  return [(kernel[0] - 1) * dilation[0] + 1, (kernel[1] - 1) * dilation[1] + 1];
+}
+
+/**
+ * The weight gradient of a grouped or dilated convolution (depthwise ones included) in one Conv: dW[o, i, a, b] =
+ * sum_{n,y,x} g[n, o, y, x] xpad[n, G(o) ci + i, y s + a d, x s + b d]. The input becomes [ci, G*N, H, W] (batch =
+ * the channel within a group, channels = group-major batches) and g the filters [Cout, N, Ho, Wo] in G groups, dilated
+ * by the stride and strided by the dilation; the result [ci, Cout, ...] is cut to the kernel and transposed.
+ */
+export function groupedConvWeightGradient(b: GraphBuilder, layer: Conv2d, info: LayerInfo, x: string, g: string): string {
+  const groups = layer.groups ?? 1;
+  const dilation = layer.dilation ?? [1, 1];
+  const ci = layer.inChannels / groups;
+  const [, h, w] = info.inShape;
+  const [, oh, ow] = info.outShape;
+  const grouped = b.op1('Reshape', [x, b.int64s([-1, groups, ci, h, w])]);
+  const input = b.op1('Reshape', [b.op1('Transpose', [grouped], { perm: [2, 1, 0, 3, 4] }), b.int64s([ci, -1, h, w])]);
+  const filters = b.op1('Transpose', [g], { perm: [1, 0, 2, 3] });
+  let dw = b.op1('Conv', [input, filters], {
+    kernel_shape: [oh, ow],
+    strides: dilation,
+    dilations: layer.stride,
+    pads: symmetricPads(layer.padding),
+    group: groups,
+  });
+  dw = b.op1('Slice', [dw, b.int64s([0, 0]), b.int64s(layer.kernel), b.int64s([2, 3])]);
+  return b.op1('Transpose', [dw], { perm: [1, 0, 2, 3] });
 }
 
 /**
