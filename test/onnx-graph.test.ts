@@ -1,6 +1,7 @@
 // ONNX import of graphs that branch and merge: the stock torch exports of ../shared/fixtures/graph (PyTorch 1.13 +
-// Captum 0.7) against their logits, module activations and Captum attributions: a small ResNet (residual adds), and a
-// MobileNet/EfficientNet-shaped net (depthwise and dilated convs, ReLU6, Hardswish, SiLU, squeeze-excite).
+// Captum 0.7) against their logits, module activations and Captum attributions: a small ResNet (residual adds), a
+// MobileNet/EfficientNet-shaped net (depthwise and dilated convs, ReLU6, Hardswish, SiLU, squeeze-excite) and a
+// SqueezeNet/DenseNet-shaped one (Fire concats, a dense layer, ceil-mode pools, a zero Pad, LeakyReLU).
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +30,11 @@ const STRUCTURE: Record<string, (types: string[]) => void> = {
   resnet_small: (types) => assert.equal(types.filter((t) => t === 'add').length, 4),
   mobile_small: (types) => {
     for (const t of ['clip', 'hardswish', 'hardsigmoid', 'sigmoid', 'mul', 'add']) assert.ok(types.includes(t), `a ${t} layer`);
+  },
+  fire_small: (types) => {
+    // Three concats (two Fire modules and a dense layer), an asymmetric zero pad, a BatchNorm the export cannot fold.
+    assert.equal(types.filter((t) => t === 'concat').length, 3);
+    for (const t of ['pad', 'leakyrelu', 'batchnorm2d', 'avgpool2d']) assert.ok(types.includes(t), `a ${t} layer`);
   },
 };
 

@@ -25,7 +25,8 @@ export type Layer =
   | { type: 'hardsigmoid'; name: string; inputs?: string[]; alpha: number; beta: number }
   | { type: 'hardswish'; name: string; inputs?: string[] }
   | { type: 'leakyrelu'; name: string; inputs?: string[]; alpha: number }
-  | { type: 'clip'; name: string; inputs?: string[]; min: number; max: number };
+  | { type: 'clip'; name: string; inputs?: string[]; min: number; max: number }
+  | { type: 'pad'; name: string; inputs?: string[]; pads: [top: number, left: number, bottom: number, right: number] };
 
 export type LayerType = Layer['type'];
 

@@ -28,7 +28,8 @@ function dataTensors(ix: GraphIndex, input: string): Set<string> {
 /** Whether the data path merges anywhere: then the chain walk cannot import the graph. */
 export function hasMerges(ix: GraphIndex, input: string): boolean {
   const data = dataTensors(ix, input);
-  return ix.graph.nodes.some((n) => n.opType in MERGES && n.inputs.filter((i) => data.has(i)).length >= 2);
+  // Two distinct tensors: x * x (the square inside the LRN subgraph) is no merge of paths.
+  return ix.graph.nodes.some((n) => n.opType in MERGES && new Set(n.inputs.filter((i) => data.has(i))).size >= 2);
 }
 
 export class GraphImporter {
@@ -65,6 +66,11 @@ export class GraphImporter {
       if (n.opType in MERGES && reads.length >= 2) {
         if (reads.length !== n.inputs.filter((i) => i !== '').length) refuse(n, 'merges the data path with a constant');
         this.add({ layer: { type: MERGES[n.opType], name: '', inputs: reads.map((r) => this.layerOf.get(r)!) }, params: new Map(), node: n }, n.outputs[0]);
+        continue;
+      }
+      // torch.cat of a one-tensor list (DenseNet's first dense layer) is that tensor.
+      if (n.opType === 'Concat' && n.inputs.filter((i) => i !== '').length === 1) {
+        this.alias(n.outputs[0], this.layerOf.get(reads[0])!);
         continue;
       }
       if (!LAYER_OPS.has(n.opType)) unsupportedOp(n);

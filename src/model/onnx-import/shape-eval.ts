@@ -151,6 +151,14 @@ export class ShapeEvaluator {
     return v;
   }
 
+  /** The dims of an initializer or a Constant node's value, else undefined. */
+  private constantDims(name: string): number[] | undefined {
+    const init = this.ix.initializers.get(name);
+    if (init) return [...init.dims];
+    const n = this.ix.producer.get(name);
+    return n?.opType === 'Constant' ? this.eval(name).dims : undefined;
+  }
+
   private compute(name: string): SymTensor {
     const init = this.ix.initializers.get(name);
     if (init) return this.fromTensor(init.dims, tensorValues(init), isFloatType(init.dataType), name);
@@ -165,7 +173,8 @@ export class ShapeEvaluator {
         return this.fromTensor(v.dims, v.values, v.isFloat, name);
       }
       case 'Shape': {
-        const shape = this.chainShapes.get(n.inputs[0]);
+        // The shape of a layer output, or of a constant (an unfolded export takes the pads' length from one).
+        const shape = this.chainShapes.get(n.inputs[0]) ?? this.constantDims(n.inputs[0]);
         if (!shape) throw new NotConstant(`Shape of '${n.inputs[0]}', which is not a layer output`);
         const s = sliceTensor({ dims: [shape.length], data: shape, isFloat: false }, [intAttr(n, 'start', 0)], [intAttr(n, 'end', shape.length)], [0], [1]);
         return s;

@@ -7,6 +7,7 @@ import { hardsigmoid } from './hardsigmoid.js';
 import { hardswish } from './hardswish.js';
 import { leakyrelu } from './leakyrelu.js';
 import { mul } from './mul.js';
+import { pad } from './pad.js';
 import { sigmoid } from './sigmoid.js';
 import { tanh } from './tanh.js';
 import { avgpool2d } from './avgpool2d.js';
@@ -24,7 +25,7 @@ import type { OpDef } from './types.js';
 
 export const OPS: { [K in LayerType]: OpDef<Extract<Layer, { type: K }>> } = {
   conv2d, relu, maxpool2d, avgpool2d, adaptiveavgpool2d, lrn, batchnorm2d, flatten, linear, dropout, softmax, add, concat, mul,
-  sigmoid, tanh, hardsigmoid, hardswish, leakyrelu, clip,
+  sigmoid, tanh, hardsigmoid, hardswish, leakyrelu, clip, pad,
 };
 
 /** The table entry of a layer, typed for that layer (the mapped type cannot narrow through an index by itself). */
