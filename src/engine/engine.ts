@@ -6,7 +6,7 @@ import { inferShapes, type LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './compile.js';
 import {
-  activationName, buildEvalGraph, buildForwardGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName,
+  activationName, buildEvalGraph, buildForwardGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName, statisticName,
   INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
 } from './graphs.js';
 import { buildTopkGraph, mapShape, topkPositionsName, topkValuesName } from './topk-graph.js';
@@ -56,8 +56,10 @@ export interface TrainStepResult {
   /** Mean softmax cross-entropy over the batch. */
   loss: number;
   logits: Tensor;
-  /** dLoss/dWeight for every weight, by key. */
+  /** dLoss/dWeight for every trained weight, by key. */
   grads: Map<string, Float32Array>;
+  /** The running statistics after this batch (batch norm in training mode, as PyTorch updates them), by key. */
+  statistics: Map<string, Float32Array>;
 }
 
 /**
@@ -254,9 +256,15 @@ export class Engine {
     const session = await this.session('train-step', () => buildTrainStepGraph(this.model, this.infos));
     const out = await session.run(feeds);
     const grads = new Map<string, Float32Array>();
-    for (const key of weights.keys()) grads.set(key, out[gradientName(key)].data as Float32Array);
+    const statistics = new Map<string, Float32Array>();
+    for (const key of weights.keys()) {
+      const g = out[gradientName(key)] ?? undefined;
+      if (g) grads.set(key, g.data as Float32Array);
+      const s = out[statisticName(key)] ?? undefined;
+      if (s) statistics.set(key, s.data as Float32Array);
+    }
     const l = out[LOGITS];
-    return { loss: (out[LOSS].data as Float32Array)[0], logits: { shape: [...l.dims], data: l.data as Float32Array }, grads };
+    return { loss: (out[LOSS].data as Float32Array)[0], logits: { shape: [...l.dims], data: l.data as Float32Array }, grads, statistics };
   }
 
   /** Class scores for a batch with the given weights (dropout off). */

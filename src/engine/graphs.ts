@@ -75,6 +75,8 @@ export const LABELS = 'labels_onehot';
 export const LOSS = 'loss';
 export const LOGITS = 'logits';
 export const gradientName = (key: string) => `grad__${key}`;
+/** The train step's updated value of a running statistic (batch norm in training). */
+export const statisticName = (key: string) => `stat__${key}`;
 
 /** Weights fed per call, for graphs whose weights change between calls (training). */
 function inputWeights(b: GraphBuilder, model: Model): WeightSource {
@@ -106,7 +108,7 @@ export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Arra
   const weights = inputWeights(b, model);
   const top = logitsLayer(model);
   const classes = infos[top].outShape[0];
-  const trace = emitForward(b, model, infos, input, weights, { upTo: top, switches: true, dropout: 'mask', gemmSmallConvs: true });
+  const trace = emitForward(b, model, infos, input, weights, { upTo: top, switches: true, dropout: 'mask', batchNorm: 'training', gemmSmallConvs: true });
   const logits = trace.outputs[top];
   const onehot = b.input(LABELS, ['N', classes]);
   const logp = b.op1('LogSoftmax', [logits], { axis: 1 });
@@ -121,6 +123,10 @@ export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Arra
   for (const [key, g] of weightGrads) {
     b.op1('Identity', [g], {}, gradientName(key));
     b.output(gradientName(key), model.weights.get(key)!.shape);
+  }
+  for (const [key, t] of trace.saved.flatMap((s) => s.statistics ?? [])) {
+    b.op1('Identity', [t], {}, statisticName(key));
+    b.output(statisticName(key), model.weights.get(key)!.shape);
   }
   return b.encode('convscope_train_step');
 }

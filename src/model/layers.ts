@@ -12,7 +12,7 @@ export type Layer =
   | { type: 'avgpool2d'; name: string; inputs?: string[]; kernel: Pair; stride: Pair; padding: Pair; ceilMode: boolean; countIncludePad: boolean }
   | { type: 'adaptiveavgpool2d'; name: string; inputs?: string[]; output: Pair }
   | { type: 'lrn'; name: string; inputs?: string[]; size: number; alpha: number; beta: number; k: number }
-  | { type: 'batchnorm2d'; name: string; inputs?: string[]; channels: number; eps: number }
+  | { type: 'batchnorm2d'; name: string; inputs?: string[]; channels: number; eps: number; momentum?: number }
   | { type: 'flatten'; name: string; inputs?: string[] }
   | { type: 'linear'; name: string; inputs?: string[]; inFeatures: number; outFeatures: number; bias: boolean }
   | { type: 'dropout'; name: string; inputs?: string[]; p: number }
@@ -61,6 +61,11 @@ export interface Model {
 /** The weight tensors a layer owns, with their expected shapes. */
 export function layerParams(layer: Layer): ParamSpec[] {
   return opOf(layer).params(layer);
+}
+
+/** The weights that gradients train: every one but the statistics a training forward pass updates (running stats). */
+export function trainedWeights(layers: readonly Layer[]): Set<string> {
+  return new Set(layers.flatMap((l) => layerParams(l).filter((p) => !p.buffer).map((p) => p.key)));
 }
 
 /** The layer of that exact name; a name users type goes through resolveLayer (model/names.ts) first. */

@@ -14,15 +14,17 @@ export interface SgdSettings {
 export class Sgd {
   readonly velocity = new Map<string, Float32Array>();
 
-  constructor(weights: Map<string, Tensor>) {
-    for (const [key, t] of weights) this.velocity.set(key, new Float32Array(t.data.length));
+  /** `trained`: the keys gradients update (default all); the others, running statistics, are left to the caller. */
+  constructor(weights: Map<string, Tensor>, trained?: ReadonlySet<string>) {
+    for (const [key, t] of weights) if (!trained || trained.has(key)) this.velocity.set(key, new Float32Array(t.data.length));
   }
 
   step(weights: Map<string, Tensor>, grads: Map<string, Float32Array>, s: SgdSettings): void {
-    for (const [key, w] of weights) {
+    for (const [key, v] of this.velocity) {
+      const w = weights.get(key);
       const g = grads.get(key);
-      const v = this.velocity.get(key);
-      if (!g || !v) throw new Error(`no gradient or momentum for weight '${key}'`);
+      if (!w) throw new Error(`no weight '${key}'`);
+      if (!g) throw new Error(`no gradient for weight '${key}'`);
       const decay = key.endsWith('.weight') ? s.weightDecay : 0;
       const d = w.data;
       for (let i = 0; i < d.length; i++) {

@@ -8,7 +8,7 @@ import { computePixelStats } from '../data/pixel-stats.js';
 import { mixSeed, type Dataset, type Skipped } from '../data/dataset.js';
 import { Engine } from '../engine/engine.js';
 import { logitsLayer } from '../engine/graphs.js';
-import type { Model } from '../model/layers.js';
+import { trainedWeights, type Model } from '../model/layers.js';
 import { decodeSafetensors, encodeSafetensors, modelToSafetensors } from '../model/safetensors.js';
 import { inferShapes } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
@@ -238,7 +238,7 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
     throw new Error(`${trainSet.name} has ${trainSet.classes.length} classes, model ${model.name} outputs ${inferShapes(model)[logitsLayer(model)].outShape[0]}`);
   }
   mkdirSync(outDir, { recursive: true });
-  const sgd = new Sgd(model.weights);
+  const sgd = new Sgd(model.weights, trainedWeights(model.layers));
   let state: Checkpoint;
   if (run.resume) {
     state = loadCheckpoint(outDir, model, sgd, config);
@@ -272,6 +272,7 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
         const step = await engine.trainStep(b.input, b.labels, model.weights, masks);
         if (!Number.isFinite(step.loss)) throw new Error(`training diverged: loss ${step.loss} at epoch ${epoch}, batch ${b.batch}; lower --lr`);
         sgd.step(model.weights, step.grads, { lr, momentum: config.momentum, weightDecay: config.weightDecay });
+        for (const [key, v] of step.statistics) model.weights.get(key)!.data.set(v);
         if (config.renormCap !== null) state.renormalized += renormalizeFilters(model.layers, model.weights, config.renormCap);
         state.lossSum += step.loss * b.labels.length;
         state.correct += argmaxCorrect(step.logits, b.labels);

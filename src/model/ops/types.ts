@@ -21,10 +21,16 @@ export interface ParamSpec {
   shape: number[];
   /** How a fresh model starts it: drawn at random scaled by fan-in (weights), ones (scales, variances) or zeros. */
   init: 'fan-in' | 'ones' | 'zeros';
+  /** A statistic the forward pass updates in training (batch norm's running mean and variance), not a gradient. */
+  buffer?: true;
 }
 
 /** Tensors a forward emitter leaves for the backward one (and for graphs that expose them). */
 export interface Saved {
+  /** Batch norm in training: the normalised input, 1/sqrt(var + eps) and gamma as [C, 1, 1], for the backward. */
+  batchNorm?: { xhat: string; inv: string; gamma: string };
+  /** Batch norm in training: each running statistic's key and the tensor holding its updated value. */
+  statistics?: [key: string, tensor: string][];
   /** Max-pool switches: flat int64 indices over the whole batch tensor. */
   switches?: string;
   /** Dropout mask fed as a graph input (already scaled by 1/(1-p)). */
@@ -38,6 +44,8 @@ export interface ForwardOptions {
   switches: boolean;
   /** Dropout: identity (inference) or a multiplicative mask fed as a graph input (training). */
   dropout: 'identity' | 'mask';
+  /** Batch norm on its running statistics (inference, default) or on the batch's, updating the running ones (training). */
+  batchNorm?: 'inference' | 'training';
   /** Standard ONNX ops where one exists (LRN), for files other runtimes read; otherwise the fastest form here. */
   portable?: boolean;
   /**
