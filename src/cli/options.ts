@@ -5,11 +5,12 @@ import { loadInput } from '../data/image.js';
 import type { Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
 import { resolveLayer } from '../model/names.js';
+import { ZOO_NAMES } from '../model/zoo.js';
 import { readNpy, type Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
-  model: { value: true, help: 'zoo name (zfnet, alexnet, zfnet-small, alexnet-small, zfnet-mnist), .safetensors or .onnx file' },
+  model: { value: true, help: `zoo name (${ZOO_NAMES.join(', ')}), .safetensors or .onnx file` },
   'model-seed': { value: true, help: "seed of a zoo model's initial weights", default: 0 },
   mean: { value: true, help: 'per-channel mean to subtract, 0..255 units, e.g. 123.68,116.78,103.94 (default: the model\'s)' },
   std: { value: true, help: "per-channel divisor, 0..255 units (default: the model's; 1 is the paper's raw pixels)" },
