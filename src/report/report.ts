@@ -39,10 +39,7 @@ function missing(step: string, dir: string): string {
 
 function trainingSection(ctx: Ctx): ReportSection {
   const dir = join(ctx.run, RUN_LAYOUT.train);
-  const base = {
-    id: 'training', title: 'Training (paper Sec. 3)',
-    text: 'Loss and accuracy per epoch of zfnet-small trained with SGD (momentum 0.9, dropout 0.5, conv filters renormalised to RMS 0.1) on the built-in shapes set. Validation accuracy is measured on a held-out split after every epoch.',
-  };
+  const base = { id: 'training', title: 'Training (paper Sec. 3)', text: trainingText(readText(join(dir, 'checkpoint.json'))) };
   if (!existsSync(join(dir, 'curves.png'))) return { ...base, figures: [], missing: missing('train', dir) };
   const log = readText(join(dir, 'log.jsonl'));
   let markdown: string | undefined;
@@ -54,11 +51,23 @@ function trainingSection(ctx: Ctx): ReportSection {
   return { ...base, figures: [{ src: rel(ctx, join(dir, 'curves.png')), caption: 'training curves' }], markdown };
 }
 
+/** What the run's training did, from the configuration its checkpoint records. */
+function trainingText(checkpoint: string | undefined): string {
+  const c = checkpoint ? (JSON.parse(checkpoint) as { config?: { batchSize: number; lr: number; momentum: number; weightDecay: number; dropout: boolean; renormCap: number | null } }).config : undefined;
+  const how = c
+    ? `SGD (batch ${c.batchSize}, learning rate ${c.lr}, momentum ${c.momentum}, weight decay ${c.weightDecay}${c.dropout ? ', dropout where the model has it' : ''}${c.renormCap !== null ? `, conv filters renormalised to RMS ${c.renormCap}` : ''})`
+    : 'SGD';
+  return `Loss and accuracy per epoch of the model trained with ${how}; the curves name the model and the data. Validation accuracy is measured on a held-out split after every epoch.`;
+}
+
 function topkSection(ctx: Ctx): ReportSection {
   const dir = join(ctx.run, RUN_LAYOUT.topk);
+  const index = readText(join(dir, 'index.json'));
+  const scanned = index ? (JSON.parse(index) as { layers: { layer: string }[] }).layers.map((l) => l.layer) : [];
+  const which = scanned.length > 0 ? `each of the ${scanned.length} layers scanned (${scanned.length > 2 ? `${scanned[0]} to ${scanned[scanned.length - 1]}` : scanned.join(' and ')})` : 'the scanned layers';
   const base = {
     id: 'topk', title: 'Fig. 2: top-9 activations per feature map',
-    text: 'For each feature map of layers 1-5, the 9 strongest activations over the validation images (at most one per image), each projected to pixel space by the deconvnet beside the image patch under its receptive field. Projections are scaled by their own max |value| with zero at mid-grey.',
+    text: `For each feature map of ${which}, the 9 strongest activations over the validation images (at most one per image), each projected to pixel space by the deconvnet beside the image patch under its receptive field. Projections are scaled by their own max |value| with zero at mid-grey.`,
   };
   if (!existsSync(dir)) return { ...base, figures: [], missing: missing('topk', dir) };
   const layers = readdirSync(dir).filter((f) => existsSync(join(dir, f, 'page-01.png'))).sort();
