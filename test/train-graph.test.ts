@@ -2,14 +2,19 @@
 // model_bn.onnx keeps every BatchNormalization; train_batch_* is one batch of 8 in train mode): the loss, every
 // parameter's gradient, and the running statistics after the step (momentum 0.1, unbiased variance).
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Engine } from '../src/engine/engine.js';
 import { trainedWeights } from '../src/model/layers.js';
 import { importOnnx } from '../src/model/onnx-import.js';
 import { readNpy } from '../src/tensor.js';
+import { openShapes } from '../src/data/shapes.js';
+import { resolveLayer } from '../src/model/names.js';
+import { createZooModel } from '../src/model/zoo.js';
 import { Sgd } from '../src/train/optimizer.js';
+import { PAPER_TRAINING, train, type TrainConfig } from '../src/train/trainer.js';
 import { assertClose, ROOT } from './helpers.js';
 
 const TOL = 1e-4;
@@ -73,3 +78,29 @@ for (const name of ['resnet_small', 'mobile_small', 'fire_small']) {
     });
   });
 }
+
+describe('the zoo\'s resnet-small', () => {
+  test('is torchvision\'s BasicBlock shape, named as an import of its export would be', () => {
+    const model = createZooModel('resnet-small', { init: 'kaiming' });
+    const names = model.layers.map((l) => l.name);
+    for (const n of ['conv1', 'bn1', 'maxpool', 'layer1.0.conv1', 'layer1.0.add', 'layer1.0.relu_1', 'layer2.0.downsample.0', 'layer2.0.downsample.1', 'layer3.1.relu_1', 'fc']) assert.ok(names.includes(n), n);
+    assert.equal(resolveLayer(model, 'layer2'), 'layer2.1.relu_1');
+    assert.equal(model.layers.filter((l) => l.type === 'add').length, 6);
+  });
+
+  test('learns with batch norm in training mode: the loss falls, the running statistics follow the data, and resume is exact', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'convscope-resnet-'));
+    const config: TrainConfig = { ...PAPER_TRAINING, epochs: 3, batchSize: 16, snapshotEpochs: [3], checkpointEvery: 5, augment: { flip: false, randomCrop: 0 } };
+    const data = () => [openShapes({ count: 96 }, 'train'), openShapes({ count: 32 }, 'val')] as const;
+    const fresh = () => createZooModel('resnet-small', { seed: 1, init: 'kaiming' });
+    const full = await train(fresh(), ...data(), config, { outDir: join(dir, 'full') });
+    const losses = full.history.map((h) => h.trainLoss);
+    assert.ok(losses[2] < 0.8 * losses[0], `loss ${losses.map((l) => l.toFixed(3)).join(' -> ')}`);
+    const mean = full.model.weights.get('bn1.running_mean')!.data;
+    assert.ok(mean.some((v) => v !== 0), 'running means moved from their zero start');
+    // Stopped after 7 batches and resumed: the same weights, running statistics included.
+    await train(fresh(), ...data(), config, { outDir: join(dir, 'cut'), stopAfterBatches: 7 });
+    const resumed = await train(fresh(), ...data(), config, { outDir: join(dir, 'cut'), resume: true });
+    for (const [key, t] of full.model.weights) assert.deepEqual(resumed.model.weights.get(key)!.data, t.data, key);
+  });
+});

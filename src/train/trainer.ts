@@ -209,10 +209,14 @@ function loadCheckpoint(dir: string, model: Model, sgd: Sgd, config: TrainConfig
   if (metadata.step !== state.step) throw new Error(`--resume: ${dir} holds a checkpoint interrupted while being written; start again without --resume`);
   for (const [key, w] of model.weights) {
     const saved = tensors.get(key);
-    const v = tensors.get(`${VELOCITY}${key}`);
-    if (!saved || !v) throw new Error(`--resume: checkpoint lacks '${key}'`);
+    if (!saved) throw new Error(`--resume: checkpoint lacks '${key}'`);
     w.data.set(saved.data);
-    sgd.velocity.get(key)!.set(v.data);
+  }
+  // Momentum for the trained weights; running statistics have none.
+  for (const [key, velocity] of sgd.velocity) {
+    const v = tensors.get(`${VELOCITY}${key}`);
+    if (!v) throw new Error(`--resume: checkpoint lacks the momentum of '${key}'`);
+    velocity.set(v.data);
   }
   const mean = tensors.get('preprocess.mean_image');
   if (mean) model.preprocess.meanImage = mean;
