@@ -117,7 +117,12 @@ export function ablateModel(model: Model, remove: readonly string[], opts: { see
     }
     if ((hasWeights(layer) && (inputChanged || resized)) || (layer.type === 'batchnorm2d' && resized)) reinit.add(layer.name);
     if (inputChanged || resized) changed.add(layer.name);
-    shapes.set(layer.name, opOf(layer).shape(layer, inShapes));
+    try {
+      shapes.set(layer.name, opOf(layer).shape(layer, inShapes));
+    } catch (e) {
+      // A block that changes the map size or width cannot become the identity: say which removal broke the graph.
+      throw new Error(`ablation: without ${remove.join(', ')}, ${(e as Error).message}`);
+    }
     layers.push(layer);
   });
   const kept = withChainInputs(layers);
