@@ -1,6 +1,6 @@
 // Where a graph kind spends its time: onnxruntime's own per-node profile of the train step or a projection.
 //
-//   npm run bench:profile -- [--model zfnet-small] [--graph train|project] [--batch 32] [--layer relu5] [--runs 25] [--top 25]
+//   npm run bench:profile -- [--model zfnet-small|FILE.onnx] [--graph train|project] [--batch 32] [--layer relu5] [--runs 25] [--top 25]
 //
 // Prints the median wall time of session.run, the kernel time per op type and the slowest nodes with their input
 // shapes (means over the runs), and the minor page faults per run. Random weights and inputs: timings only.
@@ -11,7 +11,7 @@ import ort from 'onnxruntime-node';
 import { sessionOptions } from '../src/engine/engine.js';
 import { findLayer } from '../src/model/layers.js';
 import { inferShapes } from '../src/model/shapes.js';
-import { createZooModel } from '../src/model/zoo.js';
+import { loadModel } from '../src/model/load.js';
 import { buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, INPUT, LABELS, SEED_BY_ACTIVATION, SEED_MASK } from '../src/engine/graphs.js';
 import { median } from '../src/tensor.js';
 import { intArg } from './common.js';
@@ -49,7 +49,7 @@ function parseArgs(argv: string[]): Args {
 }
 
 const args = parseArgs(process.argv.slice(2));
-const model = createZooModel(args.model, { seed: 0 });
+const model = loadModel(args.model, { seed: 0 });
 const infos = inferShapes(model);
 const n = args.batch;
 const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);

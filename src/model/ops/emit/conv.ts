@@ -144,9 +144,11 @@ export const GEMM_CONV_MAX_POSITIONS = 256;
 /**
  * Weight gradients take the GEMM up to larger maps (the columns are gathered in the backward when the forward ran
  * a Conv): zfnet-small conv1 (32x32) 4.5 -> 3.5 ms with the gather, ZFNet conv2 (26x26) 149 ms as a Conv, 98 ms
- * as the GEMM, at batch 32. Larger maps (ZFNet conv1, 110x110: 230 MB of columns at batch 32) keep the dilated Conv.
+ * as the GEMM, at batch 32; ResNet-18's 56x56 layer1 convs at batch 16: 165 ms each as the Conv (a 56x56 kernel),
+ * the whole step 2.97 -> 2.40 s with the GEMM. Larger maps (ZFNet conv1, 110x110: 230 MB of columns at batch 32) keep
+ * the dilated Conv.
  */
-export const GEMM_WEIGHT_GRADIENT_MAX_POSITIONS = 1024;
+export const GEMM_WEIGHT_GRADIENT_MAX_POSITIONS = 3136;
 
 export interface ConvGeometry {
   kernel: Pair;
