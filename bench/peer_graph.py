@@ -16,8 +16,6 @@ Protocol (one JSON object per line, as bench/peer.ts speaks):
       Replies {"ms": ...}; with "out", saves the result after timing (train_step: the loss and conv1's gradient).
 """
 import copy
-import json
-import math
 import os
 import sys
 import time
@@ -30,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "too
 from export_torchvision import build  # noqa: E402  the same seeded weights as the parity exports
 
 from peer import blas_library, deconv_hook, serve  # noqa: E402
+from peer_occlusion import captum_occlusion  # noqa: E402
 
 
 def module_output_tensor(onnx_path, module):
@@ -107,25 +106,8 @@ class GraphPeer:
         return model.conv1.weight.grad
 
     def occlusion(self, msg):
-        window, stride, target = int(msg["window"]), int(msg["stride"]), int(msg["target"])
-        x = self.x1
-        _, c, h, w = x.shape
-        ys = [i * stride for i in range(math.ceil((h - window) / stride) + 1)]
-        xs = [i * stride for i in range(math.ceil((w - window) / stride) + 1)]
-        starts = [(y, xx) for y in ys for xx in xs]
-        total = torch.zeros_like(x[0])
-        weights = torch.zeros_like(x[0])
-        with torch.no_grad():
-            initial = self.model(x)[0, target]
-            for i in range(0, len(starts), 32):
-                chunk = starts[i:i + 32]
-                mask = torch.zeros((len(chunk), c, h, w), dtype=x.dtype)
-                for j, (y, xx) in enumerate(chunk):
-                    mask[j, :, y:y + window, xx:xx + window] = 1
-                diff = initial - self.model(x * (1 - mask))[:, target]
-                total += (diff.reshape(-1, 1, 1, 1) * mask).sum(dim=0)
-                weights += mask.sum(dim=0)
-        return (total / weights).unsqueeze(0)
+        attribution, _ = captum_occlusion(self.model, self.x1, int(msg["window"]), int(msg["stride"]), int(msg["target"]), 32)
+        return attribution
 
     def run(self, msg):
         work = getattr(self, msg["work"])

@@ -25,6 +25,28 @@ import torch
 from peer import build, serve
 
 
+def captum_occlusion(model, x, window, stride, target, batch):
+    """Captum's Occlusion on input x [1, C, H, W], baseline 0: the attribution and the number of window positions."""
+    _, c, h, w = x.shape
+    ys = [i * stride for i in range(math.ceil((h - window) / stride) + 1)]
+    xs = [i * stride for i in range(math.ceil((w - window) / stride) + 1)]
+    starts = [(y, xx) for y in ys for xx in xs]
+    total = torch.zeros_like(x[0])
+    weights = torch.zeros_like(x[0])
+    with torch.no_grad():
+        initial = model(x)[0, target]
+        for i in range(0, len(starts), batch):
+            chunk = starts[i:i + batch]
+            mask = torch.zeros((len(chunk), c, h, w), dtype=x.dtype)
+            for j, (y, xx) in enumerate(chunk):
+                mask[j, :, y:y + window, xx:xx + window] = 1
+            ablated = x * (1 - mask)  # + baseline (0) * mask
+            diff = initial - model(ablated)[:, target]
+            total += (diff.reshape(-1, 1, 1, 1) * mask).sum(dim=0)
+            weights += mask.sum(dim=0)
+    return (total / weights).unsqueeze(0), len(starts)
+
+
 class OcclusionPeer:
     def setup(self, msg):
         torch.set_num_threads(int(msg["threads"]))
@@ -42,25 +64,7 @@ class OcclusionPeer:
                 "interop_threads": torch.get_num_interop_threads(), "mkldnn": torch.backends.mkldnn.is_available()}
 
     def occlusion(self, window, stride, target, batch):
-        x = self.input
-        _, c, h, w = x.shape
-        ys = [i * stride for i in range(math.ceil((h - window) / stride) + 1)]
-        xs = [i * stride for i in range(math.ceil((w - window) / stride) + 1)]
-        starts = [(y, xx) for y in ys for xx in xs]
-        total = torch.zeros_like(x[0])
-        weights = torch.zeros_like(x[0])
-        with torch.no_grad():
-            initial = self.model(x)[0, target]
-            for i in range(0, len(starts), batch):
-                chunk = starts[i:i + batch]
-                mask = torch.zeros((len(chunk), c, h, w), dtype=x.dtype)
-                for j, (y, xx) in enumerate(chunk):
-                    mask[j, :, y:y + window, xx:xx + window] = 1
-                ablated = x * (1 - mask)  # + baseline (0) * mask
-                diff = initial - self.model(ablated)[:, target]
-                total += (diff.reshape(-1, 1, 1, 1) * mask).sum(dim=0)
-                weights += mask.sum(dim=0)
-        return (total / weights).unsqueeze(0), len(starts)
+        return captum_occlusion(self.model, self.input, window, stride, target, batch)
 
     def run(self, msg):
         t0 = time.perf_counter()
