@@ -447,6 +447,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  console.error(e instanceof Error ? (process.env.BENCH_DEBUG ? e.stack : e.message) : e);
+  console.error(e instanceof Error ? e.message : e);
   process.exit(1);
 });
