@@ -351,6 +351,17 @@ with OpenBLAS unpacked, not installed, from Debian's libopenblas0-pthread
 \`--peer-blas DIR/usr/lib/x86_64-linux-gnu/openblas-pthread\`) and the OpenBLAS settings named in the machine line.
 `;
 
+/** The commit the benchmark ran, marked when the working tree had uncommitted changes to what it measures. */
+function codeCommit(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bench'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${head} with uncommitted changes to src/ or bench/` : head;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
+}
+
 function machineFacts(peers: PeerProcess[], threads: number): string {
   let nproc = String(availableParallelism());
   try {
@@ -436,7 +447,7 @@ async function main(): Promise<void> {
     const path = join(ROOT, 'bench', 'RESULTS.md');
     const head = existsSync(path) ? '' : RESULTS_HEAD;
     const date = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
-    const body = [`\n## ${date}`, '', `Command: \`${command}\``, '', `Machine: ${facts}`, '', ...reports.map((r) => `${r}\n`)].join('\n');
+    const body = [`\n## ${date}`, '', `Code: commit ${codeCommit()}`, '', `Command: \`${command}\``, '', `Machine: ${facts}`, '', ...reports.map((r) => `${r}\n`)].join('\n');
     appendFileSync(path, head + body);
     console.log(`recorded in ${path}`);
   }
