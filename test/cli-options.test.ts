@@ -129,7 +129,7 @@ const READS: Record<string, Record<string, Read>> = {
   },
   evolve: { features: int('features', 1), seed: int('seed'), out: str('out') },
   probe: {
-    ...MODEL_READS, layers: str('layers'), 'per-class': positiveInts('per-class'), splits: int('splits', 1), seed: int('seed'), pool: int('pool', 1),
+    ...MODEL_READS, 'per-class': positiveInts('per-class'), splits: int('splits', 1), seed: int('seed'), pool: int('pool', 1),
     l2: nonNegative('l2'), 'batch-size': int('batch-size', 1),
   },
   ablate: {
@@ -154,7 +154,7 @@ const READS: Record<string, Record<string, Read>> = {
   },
   demo: { out: str('out'), data: str('data'), model: str('model'), epochs: int('epochs', 1), scan: int('scan', 1) },
   report: { run: str('run') },
-  occlude: { ...MODEL_READS, fill: str('fill'), layer: str('layer'), mode: choice('mode', OCCLUSION_MODES), count: int('count', 1) },
+  occlude: { ...MODEL_READS, fill: str('fill'), mode: choice('mode', OCCLUSION_MODES), count: int('count', 1) },
 };
 
 describe('every command', () => {
