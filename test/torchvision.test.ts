@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { Engine } from '../src/engine/engine.js';
 import { loadModel } from '../src/model/load.js';
 import { readNpy } from '../src/tensor.js';
-import { ROOT } from './helpers.js';
+import { assertClose, ROOT } from './helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 /** Model -> input size. */
@@ -37,14 +37,7 @@ describe('stock torchvision exports', { timeout: 600_000 }, () => {
       try {
         const last = model.layers[model.layers.length - 1].name;
         const ours = (await engine.forward(readNpy(join(dir, 'input.npy')), [last])).activations.get(last)!;
-        const ref = readNpy(join(dir, 'logits.npy'));
-        let err = 0;
-        let scale = 0;
-        ref.data.forEach((v, i) => {
-          err = Math.max(err, Math.abs(ours.data[i] - v));
-          scale = Math.max(scale, Math.abs(v));
-        });
-        assert.ok(scale > 0 && err <= TOL * scale, `max|ours - PyTorch| / max|PyTorch| = ${(err / scale).toExponential(2)} > ${TOL}`);
+        assertClose(ours, readNpy(join(dir, 'logits.npy')), TOL, `${name} logits`);
       } finally {
         await engine.dispose();
       }

@@ -6,6 +6,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { loadModel } from '../../src/model/load.js';
 import { readNpy } from '../../src/tensor.js';
 import { errorLine } from '../../src/util/errors.js';
+import { relError } from '../common.js';
 
 const root = process.env.TORCHVISION_EXPORTS ?? join('.cache', 'torchvision');
 for (const name of process.argv.slice(2)) {
@@ -18,14 +19,8 @@ for (const name of process.argv.slice(2)) {
       const started = performance.now();
       const ours = (await engine.forward(readNpy(join(dir, 'input.npy')), [last])).activations.get(last)!;
       const ms = performance.now() - started;
-      const ref = readNpy(join(dir, 'logits.npy'));
-      let err = 0;
-      let scale = 0;
-      ref.data.forEach((v, i) => {
-        err = Math.max(err, Math.abs(ours.data[i] - v));
-        scale = Math.max(scale, Math.abs(v));
-      });
-      console.log(`${name}: ${model.layers.length} layers, relative error ${(err / scale).toExponential(2)} (first forward incl. session ${ms.toFixed(0)} ms)`);
+      const err = relError(ours, readNpy(join(dir, 'logits.npy')));
+      console.log(`${name}: ${model.layers.length} layers, relative error ${err.toExponential(2)} (first forward incl. session ${ms.toFixed(0)} ms)`);
     } finally {
       await engine.dispose();
     }
