@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { request } from 'node:http';
+import { crc32, deflateSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +20,7 @@ import { readSafetensorsModel } from '../src/model/safetensors.js';
 import { projectionToImage } from '../src/render/figure.js';
 import { writeTopk, type TopkIndex } from '../src/report/topk.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
+import { MAX_ACTIVE_JOBS } from '../src/server/viewer.js';
 import { readNpy, type Tensor } from '../src/tensor.js';
 import { fixture } from './helpers.js';
 
@@ -224,6 +226,52 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
     const map = await png(await fetch(new URL(`/api/jobs/${job.id}/probability.png`, live.url)));
     assert.deepEqual([map.width, map.height], [64, 64]);
     await assertClientError(await fetch(new URL('/api/jobs/nosuchjob', live.url)), 404, 'unknown job');
+  });
+
+  it('bounds the occlusion jobs a page can queue (429), and keeps the ids of jobs still running', async () => {
+    const post = () => json(live.url, `/api/images/${uploaded}/occlusion?window=8&stride=1`, { method: 'POST', headers: OWN_PAGE });
+    const accepted = [];
+    for (let i = 0; i < MAX_ACTIVE_JOBS; i++) {
+      const r = await post();
+      assert.equal(r.status, 202, `job ${i}`);
+      accepted.push(r.body);
+    }
+    const refused = await post();
+    assert.equal(refused.status, 429);
+    assert.match(refused.body.error, /^4 occlusion jobs are queued or running; wait for one to finish$/);
+    for (const started of accepted) {
+      let job = started;
+      while (job.state === 'queued' || job.state === 'running') {
+        await new Promise((r) => setTimeout(r, 20));
+        const polled = await json(live.url, started.url);
+        assert.equal(polled.status, 200, 'a queued job keeps its id');
+        job = polled.body;
+      }
+      assert.equal(job.state, 'done', job.error);
+    }
+    assert.equal((await post()).status, 202, 'accepted again once the queue has drained');
+  });
+
+  it('refuses a decompression bomb from its header, before decoding it', async () => {
+    // A PNG that declares 16383x16383 RGB (805 MB decoded) in a few dozen bytes.
+    const chunk = (type: string, data: Buffer) => {
+      const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(data.length);
+      const crc = Buffer.alloc(4);
+      crc.writeUInt32BE(crc32(body) >>> 0);
+      return Buffer.concat([len, body, crc]);
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(16383, 0);
+    ihdr.writeUInt32BE(16383, 4);
+    ihdr[8] = 8;
+    ihdr[9] = 2;
+    const bomb = Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(0))), chunk('IEND', Buffer.alloc(0))]);
+    const rss = process.memoryUsage().rss;
+    const msg = await assertClientError(await fetch(new URL('/api/images', live.url), { method: 'POST', body: bomb, headers: OWN_PAGE }), 400, 'bomb');
+    assert.match(msg, /is 16383x16383 \(268\.4 megapixels\); the limit is 50 megapixels$/);
+    assert.ok(process.memoryUsage().rss - rss < 100e6, 'nothing was decoded');
   });
 
   it('reads no file outside the served folders', async () => {

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import sharp from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 import { errorLine } from '../util/errors.js';
 import type { Model, Preprocess } from '../model/layers.js';
 import { tensor, type Tensor } from '../tensor.js';
@@ -58,10 +58,24 @@ export async function decodeImage(path: string): Promise<RgbImage> {
   return decodeImageBuffer(buf, path);
 }
 
-export async function decodeImageBuffer(buf: Uint8Array, what = 'image data'): Promise<RgbImage> {
+/**
+ * The most pixels an image may declare: 50 megapixels (a large camera photo; 150 MB decoded). The size is read from the
+ * header before anything is decoded, so an 800 KB PNG that declares 16383x16383 costs nothing (a decompression bomb).
+ */
+export const MAX_IMAGE_PIXELS = 50_000_000;
+
+export async function decodeImageBuffer(buf: Uint8Array, what = 'image data', maxPixels = MAX_IMAGE_PIXELS): Promise<RgbImage> {
+  let header: Metadata;
+  try {
+    header = await sharp(buf, { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new Error(`cannot decode image ${what}: ${errorLine(e)}`);
+  }
+  const pixels = (header.width ?? 0) * (header.height ?? 0);
+  if (pixels > maxPixels) throw new Error(`image ${what} is ${header.width}x${header.height} (${(pixels / 1e6).toFixed(1)} megapixels); the limit is ${(maxPixels / 1e6).toFixed(0)} megapixels`);
   try {
     // failOn 'warning' rejects truncated files instead of returning a half-grey image.
-    const pipeline = sharp(buf, { failOn: 'warning', autoOrient: true });
+    const pipeline = sharp(buf, { failOn: 'warning', autoOrient: true, limitInputPixels: maxPixels });
     const meta = await pipeline.metadata();
     const grey = meta.space === 'b-w' || meta.space === 'grey16';
     if (meta.hasAlpha) pipeline.flatten({ background: ALPHA_BACKGROUND });

@@ -61,6 +61,11 @@ export interface OcclusionJob {
 }
 
 const KEEP_JOBS = 16;
+/**
+ * Occlusion jobs queued or running at once. Each holds the one engine for seconds, and every request waits behind
+ * them: a page posting jobs in a loop would starve everything else (60 posts made a projection wait 39 s).
+ */
+export const MAX_ACTIVE_JOBS = 4;
 
 export class Viewer {
   readonly engine: Engine;
@@ -301,9 +306,15 @@ export class Viewer {
     const img = this.image(id);
     const layer = options.layer ?? new Landmarks(this.model, this.engine.infos).lastFeatureMap();
     this.mapLayer(layer);
+    const active = [...this.jobs.values()].filter((j) => j.state === 'queued' || j.state === 'running').length;
+    if (active >= MAX_ACTIVE_JOBS) throw new HttpError(429, `${active} occlusion jobs are queued or running; wait for one to finish`);
     const job: OcclusionJob = { id: randomUUID().slice(0, 12), image: id, state: 'queued', done: 0, total: 0 };
     this.jobs.set(job.id, job);
-    while (this.jobs.size > KEEP_JOBS) this.jobs.delete(this.jobs.keys().next().value!);
+    // Forget the oldest finished jobs beyond KEEP_JOBS; a job still queued or running keeps its id.
+    for (const [key, j] of this.jobs) {
+      if (this.jobs.size <= KEEP_JOBS) break;
+      if (j.state === 'done' || j.state === 'error') this.jobs.delete(key);
+    }
     void this.queue
       .run(() => {
         job.state = 'running';
