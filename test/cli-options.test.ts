@@ -64,6 +64,16 @@ describe('Options getters', () => {
     assert.throws(() => o.choice('order', ['max'] as const), /--order must be one of max; got 'index'/);
   });
 
+  test('integers are decimal digits and numbers are not empty: no \'\' read as 0, no hex, no exponent counts', () => {
+    for (const bad of ['', ' ', '0x10', '1e3', '1.5', '12abc', '9007199254740993']) {
+      assert.throws(() => parse(['--k', bad]).int('k'), /--k must be an integer, got/, JSON.stringify(bad));
+    }
+    assert.equal(parse(['--k', '-3']).int('k'), -3);
+    assert.equal(parse(['--k', ' 42 ']).int('k'), 42);
+    assert.throws(() => parse(['--lr', '']).number('lr'), /--lr must be a number/);
+    assert.throws(() => parse(['--sizes', '1,,2']).numbers('sizes'), /--sizes must be comma-separated numbers/);
+  });
+
   test('a given value wins over the default', () => {
     const o = parse(['--k', '3', '--lr=0.5', '--order', 'max', '--sizes', '1,2,3', '--quick']);
     assert.equal(o.int('k', 1), 3);

@@ -1,7 +1,7 @@
 // The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -133,4 +133,15 @@ test('demo on a residual graph export: every analysis of a model file runs, with
   assert.equal(invariance.layers[1], correspondence.layers[1]);
   assert.equal(invariance.layers[0], topk.layers[0].layer);
   assert.equal(correspondence.layers[0], topk.layers.at(-1)!.layer);
+});
+
+test('a full disk behind stdout (inspect > /dev/full) is one line and exit 2, not a stack trace', () => {
+  const full = openSync('/dev/full', 'w');
+  try {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'inspect', '--model', 'zfnet-small'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', full, 'pipe'] });
+    assert.equal(r.status, 2);
+    assert.equal(r.stderr, 'convscope: cannot write the output: ENOSPC: no space left on device, write\n');
+  } finally {
+    closeSync(full);
+  }
 });

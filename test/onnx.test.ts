@@ -253,6 +253,21 @@ describe('ONNX graphs torch may emit', () => {
     assert.equal(msg, `erf.onnx: unsupported ONNX op 'Erf' at node '${node.name}'`);
   });
 
+  test('an op of a foreign domain and an LRN with an empty window are refused in one line', () => {
+    const b = new GraphBuilder();
+    const x = b.input('input', ['N', 3, 8, 8]);
+    const conv = b.op1('Conv', [x, b.floatTensor('features.0.weight', [4, 3, 3, 3], new Float32Array(108))], { kernel_shape: [3, 3] });
+    b.op1('Relu', [conv], {}, 'out');
+    b.output('out', ['N', 4, 6, 6]);
+    const proto = decodeModel(b.encode('evil'));
+    const relu = proto.graph.nodes.find((n) => n.opType === 'Relu')!;
+    relu.domain = 'com.evil';
+    assert.equal(importError(encodeModel(proto), 'evil.onnx'), `evil.onnx: unsupported ONNX op 'com.evil.Relu' at node '${relu.name}': only the standard domain's ops are read`);
+    const zoo = createZooModel('zfnet-small');
+    const broken = { ...zoo, layers: zoo.layers.map((l) => (l.type === 'lrn' ? { ...l, size: 0 } : l)) };
+    assert.throws(() => new Engine(broken), /^Error: layer 'norm1' \(lrn\): size 0: the window must hold at least one channel$/);
+  });
+
   test('a branching graph (a residual Add) imports as a graph that computes what the file computes', async (t) => {
     const b = new GraphBuilder();
     const rng = new Rng(4);

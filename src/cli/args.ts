@@ -45,16 +45,17 @@ export class Options {
     return v;
   }
 
+  /** Decimal digits only: Number() would read '' as 0 and '0x10' as 16. */
   int(name: string, min = -Infinity): number {
     const v = this.required(name);
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer${min > -Infinity ? ` >= ${min}` : ''}, got '${v}'`);
+    const n = /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer${min > -Infinity ? ` >= ${min}` : ''}, got '${v}'`);
     return n;
   }
 
   number(name: string): number {
     const v = this.required(name);
-    const n = Number(v);
+    const n = v.trim() === '' ? NaN : Number(v);
     if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got '${v}'`);
     return n;
   }
@@ -63,7 +64,7 @@ export class Options {
   numbers(name: string): number[] | undefined {
     const v = this.string(name);
     if (v === undefined) return undefined;
-    const ns = v.split(',').map(Number);
+    const ns = v.split(',').map((x) => (x.trim() === '' ? NaN : Number(x)));
     if (ns.some((n) => !Number.isFinite(n))) throw new UsageError(`--${name} must be comma-separated numbers, got '${v}'`);
     return ns;
   }

@@ -41,6 +41,11 @@ export async function main(argv: string[]): Promise<number> {
 
 const isEntry = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
 if (isEntry) {
+  // A full disk or a closed pipe behind stdout (inspect > /dev/full) arrives as an 'error' event: one line, exit 2.
+  process.stdout.on('error', (e) => {
+    process.stderr.write(`convscope: cannot write the output: ${errorLine(e)}\n`);
+    process.exit(2);
+  });
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

@@ -29,6 +29,8 @@ export function indexGraph(graph: GraphProto): GraphIndex {
   const consumers = new Map<string, NodeProto[]>();
   graph.nodes.forEach((n, i) => {
     if (!n.name) n.name = `<unnamed ${n.opType} node #${i}>`;
+    // An op of another domain only shares its name with the standard one (com.evil's Relu need not be a ReLU).
+    if (n.domain !== '' && n.domain !== 'ai.onnx') throw new Error(`unsupported ONNX op '${n.domain}.${n.opType}' at node '${n.name}': only the standard domain's ops are read`);
     for (const o of n.outputs) if (o) producer.set(o, n);
     for (const t of nodeReads(n)) {
       const list = consumers.get(t) ?? [];

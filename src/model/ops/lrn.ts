@@ -1,7 +1,7 @@
 import type { Layer } from '../layers.js';
 import { floatAttr, intAttr, refuse } from '../onnx-import/attributes.js';
 import { channelWindowMean, inversePower, lrnDenominator } from './emit/lrn.js';
-import { needMap, noParams, num, sameRf } from './geometry.js';
+import { need, needMap, noParams, num, sameRf } from './geometry.js';
 import type { OpDef } from './types.js';
 
 type Lrn = Extract<Layer, { type: 'lrn' }>;
@@ -12,6 +12,8 @@ export const lrn: OpDef<Lrn> = {
   toJson: (l) => ({ type: l.type, name: l.name, size: l.size, alpha: l.alpha, beta: l.beta, k: l.k }),
   shape(l, [s]) {
     needMap(l, s);
+    need(Number.isInteger(l.size) && l.size >= 1, l, `size ${l.size}: the window must hold at least one channel`);
+    need(Number.isFinite(l.alpha) && Number.isFinite(l.beta) && l.k > 0, l, `alpha ${l.alpha}, beta ${l.beta}, k ${l.k}: alpha and beta must be finite and k > 0`);
     return s;
   },
   flops: (l, [s]) => s.reduce((a, d) => a * d, 1) * (l.size + 4),
