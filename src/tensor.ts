@@ -43,6 +43,13 @@ export function median(values: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** Throws a one-line error naming `what` and the first NaN or infinite value, if any. */
+export function assertFinite(data: ArrayLike<number>, what: string): void {
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) throw new Error(`${what} contains ${data[i]} at index ${i}`);
+  }
+}
+
 export function maxAbs(data: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < data.length; i++) {

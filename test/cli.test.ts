@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { createZooModel } from '../src/model/zoo.js';
 import { writeSafetensorsModel } from '../src/model/safetensors.js';
-import { readNpy } from '../src/tensor.js';
+import { encodeNpy, readNpy } from '../src/tensor.js';
 import { assertClose, fixture, fixtureNpy, ROOT } from './helpers.js';
 
 const CLI = join(ROOT, 'src', 'cli', 'main.ts');
@@ -143,5 +143,35 @@ test('a full disk behind stdout (inspect > /dev/full) is one line and exit 2, no
     assert.equal(r.stderr, 'convscope: cannot write the output: ENOSPC: no space left on device, write\n');
   } finally {
     closeSync(full);
+  }
+});
+
+test('NaN or infinity anywhere is one line, exit 2 and no output: a zero std, a NaN input, a NaN mean image, an overflowing model', () => {
+  const dir = tmp();
+  const nanInput = join(dir, 'nan.npy');
+  const x = readNpy(fixture('input.npy'));
+  x.data[7] = Number.NaN;
+  writeFileSync(nanInput, encodeNpy(x));
+  const nanMean = join(dir, 'nan-mean.safetensors');
+  const zoo = createZooModel('zfnet-small');
+  writeSafetensorsModel(nanMean, { ...zoo, preprocess: { ...zoo.preprocess, meanImage: { shape: [3, 64, 64], data: new Float32Array(3 * 64 * 64).fill(Number.NaN) } } });
+  const huge = join(dir, 'huge.safetensors');
+  const big = createZooModel('zfnet-small', { init: 'kaiming' });
+  for (const [key, t] of big.weights) if (key.endsWith('.weight')) t.data.forEach((v, i, a) => (a[i] = v * 1e12));
+  writeSafetensorsModel(huge, big);
+  const cases: [string, string[], RegExp][] = [
+    ['zero std', ['--model', 'zfnet-small', '--std', '0,0,0'], /preprocessing std 0 must be > 0/],
+    ['NaN input', ['--model', 'zfnet-small', '--input-npy', nanInput], /nan\.npy contains NaN at index 7/],
+    ['NaN mean image', ['--model', nanMean], /preprocessing mean image contains NaN at index 0/],
+    ['overflow', ['--model', huge], /the projection of relu5 feature 1 contains (NaN|-?Infinity) at index \d+/],
+  ];
+  for (const [what, args, message] of cases) {
+    const out = join(dir, `${what.replace(/\W/g, '-')}.npy`);
+    const input = args.includes('--input-npy') ? [] : ['--input-npy', fixture('input.npy')];
+    const r = run(['project', ...args, ...input, '--layer', 'relu5', '--feature', '1', '--out', out]);
+    assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+    assert.equal(r.stderr.trim().split('\n').length, 1, what);
+    assert.match(r.stderr, message, what);
+    assert.ok(!existsSync(out), `${what}: no output file`);
   }
 });

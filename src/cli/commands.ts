@@ -6,7 +6,7 @@ import { loadModel } from '../model/load.js';
 import { layerRows, modelTable } from '../model/summary.js';
 import { projectUnit, ZF_SETTINGS } from '../analysis/project.js';
 import { loadInput } from '../data/image.js';
-import { encodeNpy, readNpy, type Tensor } from '../tensor.js';
+import { assertFinite, encodeNpy, readNpy, type Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { projectionFigurePng } from '../render/projection.js';
 import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
@@ -95,6 +95,8 @@ export const COMMANDS: Record<string, Command> = {
       const engine = new Engine(model);
       try {
         const result = await projectUnit(engine, input, layer, feature, position, settings);
+        // A model that overflows (huge weights or inputs) must not leave a NaN image behind an exit code 0.
+        assertFinite(result.projection.data, `the projection of ${layer} feature ${feature}`);
         const { unit, value } = result;
         // The LRN mode changes nothing in a model without LRN: say it only where it applies.
         const how = `${settings.rule}${model.layers.some((l) => l.type === 'lrn') ? `, LRN ${settings.lrn}` : ''}`;

@@ -2,11 +2,11 @@
 import type { Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
 import { loadInput } from '../data/image.js';
-import type { Model } from '../model/layers.js';
+import { validatePreprocess, type Model } from '../model/layers.js';
 import { loadModel } from '../model/load.js';
 import { resolveLayer } from '../model/names.js';
 import { ZOO_NAMES } from '../model/zoo.js';
-import { readNpy, type Tensor } from '../tensor.js';
+import { assertFinite, readNpy, type Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
@@ -26,6 +26,7 @@ export function modelFrom(o: Options): Model {
     model.preprocess[key] = v;
     if (key === 'mean') delete model.preprocess.meanImage;
   }
+  validatePreprocess(model.preprocess, channels);
   return model;
 }
 
@@ -55,6 +56,7 @@ export async function inputFrom(o: Options, model: Model): Promise<Tensor> {
   if ((image === undefined) === (npy === undefined)) throw new UsageError('give exactly one of --image and --input-npy');
   if (image !== undefined) return loadInput(image, model);
   const t = readNpy(npy!);
+  assertFinite(t.data, npy!);
   const shape = t.shape.length === 3 ? [1, ...t.shape] : t.shape;
   const want = [1, ...model.input];
   if (shape.join(',') !== want.join(',')) throw new Error(`${npy} has shape [${t.shape}], model ${model.name} takes [${want}]`);

@@ -1,4 +1,4 @@
-import type { Tensor } from '../tensor.js';
+import { assertFinite, type Tensor } from '../tensor.js';
 import { resolveInputs, withChainInputs } from './graph.js';
 import { isLayerType, opOf, OPS } from './ops/index.js';
 import type { ParamSpec } from './ops/types.js';
@@ -107,11 +107,21 @@ export function validateModel(model: Model): void {
       const t = model.weights.get(key);
       if (!t) throw new Error(`weight '${key}' is missing`);
       if (t.shape.join(',') !== shape.join(',')) throw new Error(`weight '${key}' has shape [${t.shape}], layer ${layer.name} needs [${shape}]`);
-      for (let i = 0; i < t.data.length; i++) {
-        if (!Number.isFinite(t.data[i])) throw new Error(`weight '${key}' contains ${t.data[i]} at index ${i}`);
-      }
+      assertFinite(t.data, `weight '${key}'`);
     }
   }
+  validatePreprocess(model.preprocess, model.input[0]);
+}
+
+/** Finite means (one per channel, or a [C, H, W] mean image) and positive, finite divisors. */
+export function validatePreprocess(p: Preprocess, channels: number): void {
+  for (const [what, v] of [['mean', p.mean], ['std', p.std]] as const) {
+    if (v.length !== channels && v.length !== 1) throw new Error(`preprocessing ${what} has ${v.length} values for ${channels} channels`);
+    assertFinite(v, `preprocessing ${what}`);
+  }
+  const bad = p.std.find((s) => !(s > 0));
+  if (bad !== undefined) throw new Error(`preprocessing std ${bad} must be > 0 (it divides the pixels)`);
+  if (p.meanImage) assertFinite(p.meanImage.data, 'preprocessing mean image');
 }
 
 // ---------------------------------------------------------------- JSON form (the safetensors `architecture`)
