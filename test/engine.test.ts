@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../src/engine/engine.js';
-import { readSafetensorsModel } from '../src/model/safetensors.js';
+import { decodeSafetensors, readSafetensorsModel } from '../src/model/safetensors.js';
 import { maxUnit, projectClass, projectUnit, projectUnits, type Unit } from '../src/analysis/project.js';
 import { concatBatch, tensor, type Tensor } from '../src/tensor.js';
 import { assertClose, fixture, fixtureEngine, fixtureNpy } from './helpers.js';
@@ -123,4 +123,28 @@ describe('bad requests', () => {
     await assert.rejects(projectUnit(engine, input, 'conv9', 0, 'max', settings), /unknown layer 'conv9'/);
     await assert.rejects(engine.forward(tensor([1, 3, 32, 32]), ['fc8']), /takes \[N,3,64,64\]/);
   });
+});
+
+test('a safetensors header whose offsets, shapes or dtypes are wrong is one line naming the tensor', () => {
+  const file = (header: Record<string, unknown>, dataBytes: number) => {
+    const json = Buffer.from(JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    return Buffer.concat([len, json, Buffer.alloc(dataBytes)]);
+  };
+  const ok = { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } };
+  assert.equal(decodeSafetensors(file(ok, 12), 'ok').tensors.size, 2);
+  const cases: [string, Record<string, unknown>, number, RegExp][] = [
+    ['negative offset (reads the header as weights)', { a: { dtype: 'F32', shape: [32], data_offsets: [-128, 0] } }, 0, /tensor 'a' has data_offsets \[-128,0\]/],
+    ['null offsets', { a: { dtype: 'F32', shape: [1], data_offsets: null } }, 4, /tensor 'a' has data_offsets null/],
+    ['overlap', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8, /tensor 'b' starts at byte 4 of the data, inside the tensor before it/],
+    ['a gap', { a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8, /tensor 'a' starts at byte 4 of the data, leaving bytes 0\.\.4 unused/],
+    ['trailing bytes', { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, 12, /the data section has 12 bytes, its tensors cover 4/],
+    ['string shape', { a: { dtype: 'F32', shape: '2', data_offsets: [0, 8] } }, 8, /tensor 'a' has shape "2"/],
+    ['negative shape', { a: { dtype: 'F32', shape: [-2], data_offsets: [0, 8] } }, 8, /tensor 'a' has shape \[-2\]/],
+    ['no dtype', { a: { shape: [2], data_offsets: [0, 8] } }, 8, /tensor 'a' has no dtype/],
+  ];
+  for (const [what, header, bytes, message] of cases) {
+    assert.throws(() => decodeSafetensors(file(header, bytes), 'w.safetensors'), (e: Error) => message.test(e.message) && e.message.startsWith('w.safetensors: ') && !e.message.includes('\n'), what);
+  }
 });

@@ -23,15 +23,21 @@ export function decodeSafetensors(buf: Uint8Array, what: string): SafetensorsFil
   const data = b.subarray(8 + headerLen);
   const tensors = new Map<string, Tensor>();
   let metadata: Record<string, string> = {};
+  const ranges: [number, number, string][] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') {
       metadata = (entry ?? {}) as Record<string, string>;
       continue;
     }
-    const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
-    const n = sizeOf(shape);
-    const [start, end] = offsets;
+    const { dtype, shape, data_offsets: offsets } = (entry ?? {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+    if (!Array.isArray(shape) || !shape.every(isCount)) throw new Error(`${what}: tensor '${name}' has shape ${JSON.stringify(shape)}; a shape is a list of non-negative integers`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) throw new Error(`${what}: tensor '${name}' has data_offsets ${JSON.stringify(offsets)}; they are two non-negative integers`);
+    if (typeof dtype !== 'string') throw new Error(`${what}: tensor '${name}' has no dtype`);
+    const n = sizeOf(shape as number[]);
+    const [start, end] = offsets as [number, number];
     if (end > data.length || start > end) throw new Error(`${what}: tensor '${name}' lies past the end of the file (truncated?)`);
+    ranges.push([start, end, name]);
     const dv = new DataView(data.buffer, data.byteOffset + start, end - start);
     const out = new Float32Array(n);
     const width = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, BOOL: 1 }[dtype];
@@ -48,8 +54,16 @@ export function decodeSafetensors(buf: Uint8Array, what: string): SafetensorsFil
         default: out[i] = dv.getUint8(i);
       }
     }
-    tensors.set(name, { shape, data: out });
+    tensors.set(name, { shape: shape as number[], data: out });
   }
+  // The tensors tile the data section: none overlaps another, none leaves bytes unaccounted for.
+  ranges.sort((a, b) => a[0] - b[0]);
+  let covered = 0;
+  for (const [start, end, name] of ranges) {
+    if (start !== covered) throw new Error(`${what}: tensor '${name}' starts at byte ${start} of the data, ${start < covered ? 'inside the tensor before it' : `leaving bytes ${covered}..${start} unused`}`);
+    covered = end;
+  }
+  if (covered !== data.length) throw new Error(`${what}: the data section has ${data.length} bytes, its tensors cover ${covered}`);
   return { tensors, metadata };
 }
 
