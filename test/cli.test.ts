@@ -1,7 +1,7 @@
 // The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -174,4 +174,25 @@ test('NaN or infinity anywhere is one line, exit 2 and no output: a zero std, a 
     assert.match(r.stderr, message, what);
     assert.ok(!existsSync(out), `${what}: no output file`);
   }
+});
+
+test('an output that is an input, or another output, however the path is spelled, is refused before anything is written', () => {
+  const dir = tmp();
+  const model = join(dir, 'm.safetensors');
+  writeSafetensorsModel(model, createZooModel('zfnet-small'));
+  const before = readFileSync(model);
+  symlinkSync(model, join(dir, 'link.safetensors'));
+  const base = ['project', '--model', model, '--input-npy', fixture('input.npy'), '--layer', 'relu5', '--feature', '1'];
+  const cases: [string[], RegExp][] = [
+    [['--out', join(dir, '.', 'm.safetensors')], /output .* would overwrite the input/],
+    [['--out', join(dir, 'link.safetensors')], /output .*link\.safetensors would overwrite the input/],
+    [['--out', join(dir, 'p.npy'), '--png', join(dir, 'sub', '..', 'p.npy')], /outputs .*p\.npy and .*p\.npy are the same file/],
+  ];
+  for (const [args, message] of cases) {
+    const r = run([...base, ...args]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, message);
+  }
+  assert.deepEqual(readFileSync(model), before, 'the model is untouched');
+  assert.ok(!existsSync(join(dir, 'p.npy')));
 });

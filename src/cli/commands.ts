@@ -1,5 +1,6 @@
 // Each command parses its options and calls the library; no analysis logic lives here.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { loadModel } from '../model/load.js';
@@ -25,8 +26,29 @@ import { correspondCommand, invarianceCommand } from './analysis.js';
 import { compareArchCommand, filtersCommand } from './architecture.js';
 import { serveCommand } from './serve.js';
 
-function refuseOverwriteOfInput(paths: (string | undefined)[], inputs: (string | undefined)[]): void {
-  for (const p of paths) if (p && inputs.includes(p)) throw new UsageError(`output ${p} would overwrite an input`);
+/** A file's identity: its device and inode when it exists (links and ./ spellings agree), else its absolute path. */
+function fileIdentity(path: string): string {
+  try {
+    const s = statSync(path);
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return resolve(path);
+  }
+}
+
+/** Refuses outputs that are an input file, or one another, however their paths are spelled. */
+function refuseOverwriteOfInput(outputs: (string | undefined)[], inputs: (string | undefined)[]): void {
+  const inputIds = new Map(inputs.filter((p): p is string => p !== undefined).map((p) => [fileIdentity(p), p]));
+  const seen = new Map<string, string>();
+  for (const out of outputs) {
+    if (out === undefined) continue;
+    const id = fileIdentity(out);
+    const input = inputIds.get(id);
+    if (input !== undefined) throw new UsageError(`output ${out} would overwrite the input ${input}`);
+    const other = seen.get(id);
+    if (other !== undefined) throw new UsageError(`outputs ${other} and ${out} are the same file`);
+    seen.set(id, out);
+  }
 }
 
 /** What a projected unit is seeded with (`--seed-value`): its activation (Zeiler & Fergus) or one (Captum). */
