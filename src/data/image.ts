@@ -65,18 +65,17 @@ export async function decodeImage(path: string): Promise<RgbImage> {
 export const MAX_IMAGE_PIXELS = 50_000_000;
 
 export async function decodeImageBuffer(buf: Uint8Array, what = 'image data', maxPixels = MAX_IMAGE_PIXELS): Promise<RgbImage> {
-  let header: Metadata;
+  // failOn 'warning' rejects truncated files instead of returning a half-grey image.
+  const pipeline = sharp(buf, { failOn: 'warning', autoOrient: true, limitInputPixels: false });
+  let meta: Metadata;
   try {
-    header = await sharp(buf, { limitInputPixels: false }).metadata();
+    meta = await pipeline.metadata();
   } catch (e) {
     throw new Error(`cannot decode image ${what}: ${errorLine(e)}`);
   }
-  const pixels = (header.width ?? 0) * (header.height ?? 0);
-  if (pixels > maxPixels) throw new Error(`image ${what} is ${header.width}x${header.height} (${(pixels / 1e6).toFixed(1)} megapixels); the limit is ${(maxPixels / 1e6).toFixed(0)} megapixels`);
+  const pixels = (meta.width ?? 0) * (meta.height ?? 0);
+  if (pixels > maxPixels) throw new Error(`image ${what} is ${meta.width}x${meta.height} (${(pixels / 1e6).toFixed(1)} megapixels); the limit is ${(maxPixels / 1e6).toFixed(0)} megapixels`);
   try {
-    // failOn 'warning' rejects truncated files instead of returning a half-grey image.
-    const pipeline = sharp(buf, { failOn: 'warning', autoOrient: true, limitInputPixels: maxPixels });
-    const meta = await pipeline.metadata();
     const grey = meta.space === 'b-w' || meta.space === 'grey16';
     if (meta.hasAlpha) pipeline.flatten({ background: ALPHA_BACKGROUND });
     const { data, info } = await pipeline
