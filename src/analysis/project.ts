@@ -1,6 +1,7 @@
 // Deconvnet / gradient / guided projections of single units, feature maps and class scores (paper Sec. 2.1).
 import type { BackwardSettings, Engine } from '../engine/engine.js';
 import { batchItem, sizeOf, tensor, type Tensor } from '../tensor.js';
+import { classLayer } from './class-target.js';
 
 /** One unit of a layer's output: feature map `feature` at (y, x); y = x = 0 for vector layers. */
 export interface Unit {
@@ -112,8 +113,6 @@ export async function projectUnit(
 
 /** Gradient / deconvnet / guided map of one class score (the last layer's output, before any softmax), seeded with 1. */
 export async function projectClass(engine: Engine, input: Tensor, target: number, settings: BackwardSettings): Promise<Tensor> {
-  const last = engine.model.layers[engine.model.layers.length - 1];
-  const layer = last.type === 'softmax' ? engine.model.layers[engine.model.layers.length - 2].name : last.name;
-  const [p] = await projectUnits(engine, input, layer, [{ feature: target, y: 0, x: 0 }], { ...settings, seedValue: 'one' });
+  const [p] = await projectUnits(engine, input, classLayer(engine), [{ feature: target, y: 0, x: 0 }], { ...settings, seedValue: 'one' });
   return p.projection;
 }

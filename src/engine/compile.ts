@@ -69,7 +69,8 @@ function sum(b: GraphBuilder, grads: string[]): string {
 /**
  * Emits the backward pass from the gradient `seed` at the output of layer `from` down to the graph input: layers in
  * reverse topological order, gradients summed where an output fans out. Returns the signal at the input (undefined
- * when a train step needs none) and the weight gradients when asked for.
+ * when a train step needs none) and the weight gradients when asked for. With `stopAt`, it stops once every reader
+ * of that layer has passed its gradient down and returns the sum (the gradient at that layer's output) as `atStop`.
  */
 export function emitBackward(
   b: GraphBuilder,
@@ -80,13 +81,19 @@ export function emitBackward(
   seed: string,
   weight: WeightSource,
   opts: BackwardOptions,
-): { input: string | undefined; weightGrads: Map<string, string> } {
+  stopAt?: number,
+): { input: string | undefined; weightGrads: Map<string, string>; atStop?: string } {
   const weightGrads = new Map<string, string>();
   const consumers = consumerCounts(infos);
+  // The gradient at stopAt's output is read out itself: counted as one more reader, no reader folds stopAt's own
+  // backward (a ReLU's gate) into the gradient it passes down.
+  if (stopAt !== undefined) consumers[stopAt]++;
   const pending = new Map<number, string[]>([[from, [seed]]]);
   const gatedByPool = new Set<string>();
+  if (stopAt !== undefined && !(stopAt >= 0 && stopAt < from)) throw new Error(`internal: backward from layer ${from} cannot stop at ${stopAt}`);
   for (let i = from; i >= 0; i--) {
     const grads = pending.get(i);
+    if (i === stopAt) return { input: undefined, weightGrads, atStop: grads && sum(b, grads) };
     if (!grads) continue;
     const layer = model.layers[i];
     const info = infos[i];

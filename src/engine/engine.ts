@@ -6,8 +6,8 @@ import { inferShapes, type LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './compile.js';
 import {
-  activationName, buildEvalGraph, buildForwardGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName, statisticName,
-  INPUT, LABELS, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
+  activationName, buildEvalGraph, buildForwardGraph, buildLayerGradientGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName, statisticName,
+  INPUT, LABELS, LAYER_GRADIENT, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
 } from './graphs.js';
 import { buildTopkGraph, mapShape, topkPositionsName, topkValuesName } from './topk-graph.js';
 
@@ -221,6 +221,38 @@ export class Engine {
     return {
       projection: { shape: [...p.dims], data: p.data as Float32Array },
       activation: { shape: [...a.dims], data: a.data as Float32Array },
+    };
+  }
+
+  /**
+   * The derivative of a seed at layer `seed.layer` (weighted by the mask, seeded with one) with respect to the output
+   * of the lower layer `at`, under the given rule: the gradient at `at`, `at`'s activation and the seeded layer's.
+   */
+  async layerGradient(
+    input: Tensor,
+    seed: { layer: string; mask: Tensor },
+    at: string,
+    settings: BackwardSettings,
+  ): Promise<{ gradient: Tensor; activation: Tensor; output: Tensor }> {
+    const n = this.checkInput(input);
+    const from = findLayer(this.model, seed.layer).index;
+    const below = findLayer(this.model, at).index;
+    if (below >= from) throw new Error(`layer ${at} is not below layer ${seed.layer}`);
+    const outShape = [n, ...this.infos[from].outShape];
+    if (seed.mask.shape.join(',') !== outShape.join(',')) {
+      throw new Error(`seed mask has shape [${seed.mask.shape}], layer ${seed.layer} outputs [${outShape}]`);
+    }
+    const key = `layer-gradient:${from}:${below}:${settings.rule}:${settings.lrn}`;
+    const session = await this.session(key, () => buildLayerGradientGraph(this.model, this.infos, from, below, settings.rule, settings.lrn));
+    const out = await session.run({
+      [INPUT]: new ort.Tensor('float32', input.data, input.shape),
+      [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
+    });
+    const plain = (t: ort.Tensor): Tensor => ({ shape: [...t.dims], data: t.data as Float32Array });
+    return {
+      gradient: plain(out[LAYER_GRADIENT]),
+      activation: plain(out[activationName(this.model.layers[below].name)]),
+      output: plain(out[activationName(this.model.layers[from].name)]),
     };
   }
 

@@ -71,6 +71,27 @@ export function buildProjectionGraph(model: Model, infos: LayerInfo[], from: num
   return b.encode('convscope_projection');
 }
 
+export const LAYER_GRADIENT = 'layer_gradient';
+
+/**
+ * Forward to layer `from`, then backward from `seed_mask` (a plain derivative seed: no activation gain) down to the
+ * output of layer `at` only: the gradient there, `at`'s activation and `from`'s (Grad-CAM's three ingredients).
+ */
+export function buildLayerGradientGraph(model: Model, infos: LayerInfo[], from: number, at: number, rule: BackwardRule, lrn: LrnBackward): Uint8Array {
+  const b = new GraphBuilder();
+  const input = b.input(INPUT, ['N', ...model.input]);
+  const weights = initializerWeights(b, model);
+  const trace = emitForward(b, model, infos, input, weights, { upTo: from, switches: true, dropout: 'identity' });
+  const seed = b.input(SEED_MASK, ['N', ...infos[from].outShape]);
+  const { atStop } = emitBackward(b, model, infos, trace, from, seed, weights, { rule, lrn, weightGradients: false }, at);
+  if (!atStop) throw new Error(`layer ${model.layers[from].name} does not depend on layer ${model.layers[at].name}`);
+  b.op1('Identity', [atStop], {}, LAYER_GRADIENT);
+  b.output(LAYER_GRADIENT, ['N', ...infos[at].outShape]);
+  b.output(trace.outputs[at], ['N', ...infos[at].outShape]);
+  b.output(trace.outputs[from], ['N', ...infos[from].outShape]);
+  return b.encode('convscope_layer_gradient');
+}
+
 export const LABELS = 'labels_onehot';
 export const LOSS = 'loss';
 export const LOGITS = 'logits';
