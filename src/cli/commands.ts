@@ -25,6 +25,7 @@ import { topkCommand } from './topk.js';
 import { correspondCommand, invarianceCommand } from './analysis.js';
 import { compareArchCommand, filtersCommand } from './architecture.js';
 import { serveCommand } from './serve.js';
+import { attributeCommand } from './attribute.js';
 
 /** A file's identity: its device and inode when it exists (links and ./ spellings agree), else its absolute path. */
 function fileIdentity(path: string): string {
@@ -60,6 +61,7 @@ export const OCCLUSION_MODES = ['paper', 'attribution'] as const;
 export const COMMANDS: Record<string, Command> = {
   train: trainCommand,
   evolve: evolveCommand,
+  attribute: attributeCommand,
   probe: probeCommand,
   ablate: ablateCommand,
   topk: topkCommand,

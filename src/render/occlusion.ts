@@ -2,11 +2,10 @@
 import { blankImage, toChannels, type RgbImage } from '../data/image.js';
 import type { AttributionMap, OcclusionGrid, PaperMaps } from '../analysis/occlusion.js';
 import type { Rect } from '../util/rect.js';
-import { blueRed, heatmap, overlay, viridis, type Colormap, type Rgb } from './colormap.js';
+import { blueRed, heatmap, viridis, type Colormap, type Rgb } from './colormap.js';
+import { FONT, fmt, textImage, titled, under } from './panel.js';
 import { displayFactor, hstack, label, projectionToImage, renderText, upscale, vstack } from './figure.js';
 
-const FONT = 13;
-const ALPHA = 0.7;
 const OCCLUDER_OUTLINE: Rgb = [255, 255, 255];
 
 /** Tableau 10: distinct hues that stay apart for colour-blind viewers; classes past the tenth share OTHER. */
@@ -51,28 +50,6 @@ function outline(img: RgbImage, box: Rect, scale: number, color: Rgb): RgbImage 
     put(y, x1);
   }
   return out;
-}
-
-async function textImage(text: string, fontSize = FONT): Promise<RgbImage> {
-  const mask = await renderText(text, { fontSize });
-  const img = blankImage(Math.max(1, mask.width), Math.max(1, mask.height), 3, 255);
-  for (let i = 0; i < mask.width * mask.height; i++) {
-    const v = 255 - mask.alpha[i];
-    img.data.set([v, v, v], 3 * i);
-  }
-  return img;
-}
-
-async function titled(img: RgbImage, title: string, note?: string): Promise<RgbImage> {
-  const top = await label(img, title, { position: 'top', fontSize: FONT + 1 });
-  return note ? label(top, note, { position: 'bottom', fontSize: FONT - 1, color: [70, 70, 70] }) : top;
-}
-
-const fmt = (v: number) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3));
-
-/** The image in grey under a map: colour in the photo would read as colour of the map. */
-function under(image: RgbImage, heat: RgbImage): RgbImage {
-  return overlay(toChannels(image, 1), heat, ALPHA);
 }
 
 /** A map as a colour overlay on the (enlarged) image, with its colour range in the note. */
