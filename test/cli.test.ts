@@ -196,3 +196,45 @@ test('an output that is an input, or another output, however the path is spelled
   assert.deepEqual(readFileSync(model), before, 'the model is untouched');
   assert.ok(!existsSync(join(dir, 'p.npy')));
 });
+
+describe('convscope attribute', () => {
+  const graph = join(ROOT, '..', 'shared', 'fixtures', 'graph', 'resnet_small');
+  const attribution = join(ROOT, '..', 'shared', 'fixtures', 'attribution', 'resnet_small');
+
+  test("writes every method's map and figures from a stock torch export; Grad-CAM and IG equal Captum's", () => {
+    const dir = join(tmp(), 'a');
+    const r = run(['attribute', '--model', join(graph, 'model.onnx'), '--input-npy', join(graph, 'input.npy'), '--layer', 'layer3', '--steps', '16', '--integration', 'riemann_trapezoid', '--out', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^target class 5 \(predicted class 5\): saliency \d+ ms, .*occlusion \d+ ms\nwrote 21 files/);
+    assertClose(readNpy(join(dir, 'gradcam.npy')), readNpy(join(attribution, 'gradcam.npy')), 1e-4, 'gradcam');
+    assertClose(readNpy(join(dir, 'gradcam_upsampled.npy')), readNpy(join(attribution, 'gradcam_upsampled.npy')), 1e-4, 'gradcam upsampled');
+    assertClose(readNpy(join(dir, 'ig.npy')), readNpy(join(attribution, 'ig_riemann_trapezoid_16.npy')), 1e-4, 'ig');
+    // Captum's Saliency returns |gradient|.
+    const gradient = readNpy(join(graph, 'gradient_target.npy'));
+    assertClose(readNpy(join(dir, 'saliency.npy')), { shape: gradient.shape, data: gradient.data.map(Math.abs) }, 1e-4, 'saliency');
+    const json = JSON.parse(readFileSync(join(dir, 'attribution.json'), 'utf8'));
+    assert.equal(json.methods.length, 9);
+    assert.equal(json.methods.find((m: { method: string }) => m.method === 'gradcam').layer, 'layer3.0.relu_1');
+    for (const f of ['attributions.png', 'gradcam.png', 'ig.png', 'occlusion.png']) assert.ok(readFileSync(join(dir, f)).subarray(1, 4).toString() === 'PNG', f);
+  });
+
+  test('bad input: an unknown method, a layer without maps, a target out of range, a bad baseline: one line, exit 2, no folder', () => {
+    const base = ['attribute', '--model', join(graph, 'model.onnx'), '--input-npy', join(graph, 'input.npy')];
+    const cases: [string[], RegExp][] = [
+      [['--method', 'gradcam,lime'], /unknown method 'lime'/],
+      [['--method', 'gradcam', '--layer', 'fc'], /Grad-CAM needs a layer with spatial maps; fc outputs \[10\]/],
+      [['--method', 'ig', '--target', '10'], /target class 10 is out of range: model .* has 10 classes/],
+      [['--method', 'ig', '--baseline', 'grey'], /--baseline must be zero, blur or a \.npy file/],
+      [['--method', 'ig', '--steps', '1'], /--steps must be an integer >= 2/],
+      [['--method', 'smoothgrad', '--noise', 'NaN'], /--noise must be a number/],
+    ];
+    for (const [args, message] of cases) {
+      const out = join(tmp(), 'never');
+      const r = run([...base, ...args, '--out', out]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.ok(!existsSync(out), `${args.join(' ')} left ${out}`);
+    }
+  });
+});
