@@ -13,27 +13,22 @@
 // --gap MS idles before every measured call (default 50), so that threads still spinning after the previous call,
 // ours or a peer's, have gone to sleep and do not steal one of the two cores from the call being measured.
 // --record appends the tables and the machine facts to bench/RESULTS.md.
-import { execFileSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { maxUnit, projectUnit, projectUnits, unitMask, ZF_SETTINGS, type Unit } from '../src/analysis/project.js';
 import { Engine } from '../src/engine/engine.js';
 import { layerToJson, type Model } from '../src/model/layers.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { batchItem, concatBatch, encodeNpy, median, readNpy, tensor, type Tensor } from '../src/tensor.js';
 import { benchGraphModel, GRAPH_MODELS } from './graph.js';
-import { PeerProcess } from './peer.js';
-import { intArg, relError } from './common.js';
+import type { PeerProcess } from './peer.js';
+import { codeCommit, intArg, machineFacts, relError, ROOT, startPeerProcesses } from './common.js';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const LAYER = 'relu5';
 const TOLERANCE = 1e-4;
-/** Environment of the --peer-blas peer, besides LD_LIBRARY_PATH and OPENBLAS_NUM_THREADS. */
-const PEER_TUNING = { OPENBLAS_THREAD_TIMEOUT: '4' };
 
 interface Args {
   peer: boolean;
@@ -351,46 +346,6 @@ with OpenBLAS unpacked, not installed, from Debian's libopenblas0-pthread
 \`--peer-blas DIR/usr/lib/x86_64-linux-gnu/openblas-pthread\`) and the OpenBLAS settings named in the machine line.
 `;
 
-/** The commit the benchmark ran, marked when the working tree had uncommitted changes to what it measures. */
-function codeCommit(): string {
-  try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bench'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
-    return dirty ? `${head} with uncommitted changes to src/ or bench/` : head;
-  } catch {
-    return 'unknown (not a git checkout)';
-  }
-}
-
-function machineFacts(peers: PeerProcess[], threads: number): string {
-  let nproc = String(availableParallelism());
-  try {
-    nproc = execFileSync('nproc', { encoding: 'utf8' }).trim();
-  } catch {
-    // keep availableParallelism
-  }
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const cpu = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? 'unknown CPU';
-  const flags = /^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1].split(/\s+/) ?? [];
-  const simd = ['avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_tile'].filter((f) => flags.includes(f)).join(' ');
-  const ortVersion = (JSON.parse(readFileSync(join(ROOT, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')) as { version: string }).version;
-  const parts = [
-    `nproc ${nproc}`,
-    `${cpu}${simd ? ` (${simd})` : ''}`,
-    `${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM`,
-    `node ${process.version}`,
-    `onnxruntime-node ${ortVersion} (intra-op threads ${threads}, graph optimisation all)`,
-  ];
-  for (const p of peers) {
-    const i = p.info;
-    if (i) {
-      const tuning = p.label === 'PyTorch' ? 'environment as is' : `${Object.entries(PEER_TUNING).map(([k, v]) => `${k}=${v}`).join(' ')} OPENBLAS_NUM_THREADS=${threads}`;
-      parts.push(`${p.label}: /usr/bin/python3, torch ${i.torch} (threads ${i.threads}, interop ${i.interop_threads}, mkldnn ${i.mkldnn}), numpy ${i.numpy}, BLAS ${i.blas}, ${tuning}`);
-    }
-  }
-  return parts.join('; ');
-}
-
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const loadBefore = loadavg()[0];
@@ -399,17 +354,7 @@ async function main(): Promise<void> {
   if (args.repeats < 5) console.log(`note: --repeats ${args.repeats} is below the 5 the benchmark is meant to report`);
   mkdirSync(join(ROOT, '.bench-tmp'), { recursive: true });
   const tmp = mkdtempSync(join(ROOT, '.bench-tmp', 'run-'));
-  const startPeers = (script: string): PeerProcess[] => {
-    const started: PeerProcess[] = [];
-    if (args.peer) started.push(new PeerProcess('PyTorch', script));
-    if (args.peerBlas) {
-      // Only the BLAS differs from the first peer. OpenBLAS threads sleep right after a call: by default they spin
-      // for 2^28 cycles and fight the OpenMP threads of the next conv (a 2x slower forward here).
-      const env = { ...process.env, ...PEER_TUNING, LD_LIBRARY_PATH: [args.peerBlas, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':'), OPENBLAS_NUM_THREADS: String(args.threads) };
-      started.push(new PeerProcess(/openblas/i.test(args.peerBlas) ? 'PyTorch+OpenBLAS' : 'PyTorch+BLAS', script, env));
-    }
-    return started;
-  };
+  const startPeers = (script: string) => startPeerProcesses(script, args);
   const peers = startPeers(join(ROOT, 'bench', 'peer.py'));
   const reports: string[] = [];
   const failed: string[] = [];
