@@ -4,6 +4,13 @@
 // interleaved, medians of the repeats. Agreement with the peer is checked on each method's result before timing
 // (SmoothGrad with the peer's noise given to both sides).
 //
+// IG and SmoothGrad take gradients at dozens of inputs, and at 224 px some max-pool window among millions holds two
+// values within float32 rounding of each other: the two sides may route that gradient to different taps, both
+// correct in float32 (ZFNet, the path point 1.0 x input: pool1 channel 44, top two 2.2e-7 apart relative; PyTorch
+// in float32 and in float64 chose one tap, onnxruntime the other, and 188 pixels under that unit's receptive field
+// differ by up to 7 % of the map's max). Such a result is reported as agreeing "up to near-ties" when the pixels
+// beyond the tolerance are at most 0.5 % of the map and the L2 error at most 1 %; anything else fails.
+//
 //   npm run bench:attribution -- [--peer] [--peer-blas DIR] [--record] [--repeats 5] [--warmup 1]
 //                                [--models zfnet,resnet18] [--threads N] [--gap 50]
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -65,6 +72,40 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
+interface Agreement {
+  what: string;
+  maxRel: number;
+  l2Rel: number;
+  /** Values farther apart than TOLERANCE x max|theirs|, and how many there are. */
+  beyond: number;
+  size: number;
+  verdict: 'ok' | 'ok up to near-ties' | 'FAIL';
+}
+
+function agreement(what: string, ours: Tensor, theirs: Tensor): Agreement {
+  const maxRel = relError(ours, theirs);
+  let scale = 0;
+  let diff2 = 0;
+  let ref2 = 0;
+  for (let k = 0; k < theirs.data.length; k++) scale = Math.max(scale, Math.abs(theirs.data[k]));
+  let beyond = 0;
+  for (let k = 0; k < theirs.data.length; k++) {
+    const d = ours.data[k] - theirs.data[k];
+    diff2 += d * d;
+    ref2 += theirs.data[k] ** 2;
+    if (Math.abs(d) > TOLERANCE * scale) beyond++;
+  }
+  const l2Rel = Math.sqrt(diff2 / ref2);
+  const size = theirs.data.length;
+  const verdict = maxRel <= TOLERANCE ? 'ok' : beyond <= 0.005 * size && l2Rel <= 0.01 ? 'ok up to near-ties' : 'FAIL';
+  return { what, maxRel, l2Rel, beyond, size, verdict };
+}
+
+function describeAgreement(a: Agreement): string {
+  const detail = a.verdict === 'ok' ? '' : ` (${a.beyond} of ${a.size} values beyond, L2 ${a.l2Rel.toExponential(1)})`;
+  return `${a.what} ${a.maxRel.toExponential(2)} ${a.verdict}${detail}`;
+}
+
 const fmt = (ms: number) => (ms >= 100 ? ms.toFixed(0) : ms.toFixed(1));
 
 /** Sets up every peer on one model; returns convscope's model (for ResNet-18, the first peer's export) and input. */
@@ -96,7 +137,7 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], dir: s
       { label: `Integrated Gradients, ${STEPS} steps`, ours: () => integratedGradients(engine, input, target, { steps: STEPS, integration: 'gausslegendre' }), peer: { work: 'ig', target, steps: STEPS } },
       { label: `SmoothGrad, ${SAMPLES} samples`, ours: () => smoothGrad(engine, input, target, { samples: SAMPLES, noise: NOISE, seed: 1 }), peer: { work: 'smoothgrad', target, samples: SAMPLES, noise: NOISE } },
     ];
-    const checks: { what: string; err: number }[] = [];
+    const checks: Agreement[] = [];
     const out = join(dir, 'peer_out.npy');
     const noiseFile = join(dir, 'noise.npy');
     const noise = tensor([SAMPLES, ...model.input]);
@@ -105,11 +146,11 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], dir: s
     writeFileSync(noiseFile, encodeNpy(noise));
     for (const p of peers) {
       await p.request({ cmd: 'run', ...works[0].peer, out });
-      checks.push({ what: `${p.label} Grad-CAM`, err: relError((await gradCam(engine, input, [target], layer)).upsampled, readNpy(out)) });
+      checks.push(agreement(`${p.label} Grad-CAM`, (await gradCam(engine, input, [target], layer)).upsampled, readNpy(out)));
       await p.request({ cmd: 'run', ...works[1].peer, out });
-      checks.push({ what: `${p.label} IG`, err: relError((await integratedGradients(engine, input, target, { steps: STEPS })).attribution, readNpy(out)) });
+      checks.push(agreement(`${p.label} IG`, (await integratedGradients(engine, input, target, { steps: STEPS })).attribution, readNpy(out)));
       await p.request({ cmd: 'run', ...works[2].peer, given_noise: noiseFile, out });
-      checks.push({ what: `${p.label} SmoothGrad`, err: relError((await smoothGrad(engine, input, target, { noiseTensor: noise })).attribution, readNpy(out)) });
+      checks.push(agreement(`${p.label} SmoothGrad`, (await smoothGrad(engine, input, target, { noiseTensor: noise })).attribution, readNpy(out)));
     }
     const rows: { label: string; ours: number[]; peers: number[][] }[] = [];
     for (const work of works) {
@@ -142,9 +183,9 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], dir: s
       ...rows.map((r) => `| ${[r.label, fmt(median(r.ours)), ...r.peers.flatMap((xs) => [fmt(median(xs)), (median(xs) / median(r.ours)).toFixed(2)])].join(' | ')} |`),
       '',
       `- ours: IG in batches of 16 path points plus a forward of input and baseline for the convergence delta, which Captum skips by default; SmoothGrad in batches of 16, noise drawn inside the timed call on both sides.`,
-      `- agreement, max|ours-theirs|/max|theirs| (tolerance ${TOLERANCE}): ${checks.map((c) => `${c.what} ${c.err.toExponential(2)} ${c.err <= TOLERANCE ? 'ok' : 'FAIL'}`).join('; ')}.`,
+      `- agreement, max|ours-theirs|/max|theirs| (tolerance ${TOLERANCE}): ${checks.map(describeAgreement).join('; ')}.`,
     ];
-    return { markdown: lines.join('\n'), failed: checks.filter((c) => !(c.err <= TOLERANCE)).map((c) => c.what) };
+    return { markdown: lines.join('\n'), failed: checks.filter((c) => c.verdict === 'FAIL').map((c) => c.what) };
   } finally {
     await engine.dispose();
   }
