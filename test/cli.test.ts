@@ -111,7 +111,11 @@ test('demo --quick runs every step and writes a report whose figures all exist',
   const sources = [...html.matchAll(/<img src="([^"]+)"/g)].map((m) => m[1]);
   assert.ok(sources.length >= 10, `${sources.length} figures`);
   for (const src of sources) assert.ok(existsSync(join(dir, 'report', src)), `missing figure ${src}`);
-  for (const id of ['training', 'topk', 'evolution', 'invariance', 'architecture', 'occlusion', 'correspondence']) assert.match(html, new RegExp(`<section id="${id}">`));
+  for (const id of ['training', 'topk', 'evolution', 'invariance', 'architecture', 'occlusion', 'correspondence', 'attribution']) assert.match(html, new RegExp(`<section id="${id}">`));
+  // The faithfulness table of every method, as the demo printed it.
+  const table = readFileSync(join(dir, 'attribution', 'faithfulness.md'), 'utf8');
+  assert.equal(table.split('\n').filter((l) => /^\| (Saliency|Deconvnet|Guided|Grad-CAM|Integrated|SmoothGrad|Occlusion)/.test(l)).length, 9);
+  assert.ok(r.stdout.includes(table.split('\n')[3]), 'the demo prints the table');
 });
 
 test('demo on a residual graph export: every analysis of a model file runs, with defaults found in its graph', () => {
@@ -123,7 +127,7 @@ test('demo on a residual graph export: every analysis of a model file runs, with
   const sources = [...html.matchAll(/<img src="([^"]+)"/g)].map((m) => m[1]);
   for (const src of sources) assert.ok(existsSync(join(dir, 'report', src)), `missing figure ${src}`);
   // A model file is not trained: training, evolution and the architecture comparison have nothing to show.
-  for (const id of ['topk', 'invariance', 'occlusion', 'correspondence']) assert.match(html, new RegExp(`<section id="${id}">`));
+  for (const id of ['topk', 'invariance', 'occlusion', 'correspondence', 'attribution']) assert.match(html, new RegExp(`<section id="${id}">`));
   const topk = JSON.parse(readFileSync(join(dir, 'topk', 'index.json'), 'utf8')) as { layers: { layer: string }[] };
   // Every rectified map of the network: the stem's ReLU and two per basic block (four blocks).
   assert.equal(topk.layers.length, 9);
@@ -236,5 +240,27 @@ describe('convscope attribute', () => {
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
       assert.ok(!existsSync(out), `${args.join(' ')} left ${out}`);
     }
+  });
+});
+
+describe('convscope faithfulness', () => {
+  test('prints the table it writes, one row per method, from the held-out split; bad methods are one line and exit 2', () => {
+    const dir = join(tmp(), 'f');
+    const r = run(['faithfulness', '--model', 'zfnet-small', '--data', 'shapes:count=64', '--methods', 'gradcam,saliency', '--count', '3', '--steps', '4', '--out', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    const md = readFileSync(join(dir, 'faithfulness.md'), 'utf8');
+    assert.ok(r.stdout.startsWith(md), r.stdout);
+    const json = JSON.parse(readFileSync(join(dir, 'faithfulness.json'), 'utf8'));
+    assert.equal(json.images, 3);
+    assert.deepEqual(json.rows.map((row: { method: string }) => row.method), ['gradcam', 'saliency']);
+    for (const row of json.rows) {
+      assert.match(md, new RegExp(`\\| ${row.deletionAuc.toFixed(3)} \\| ${row.insertionAuc.toFixed(3)} \\| ${(100 * row.pointing).toFixed(0)}% \\|`));
+      assert.equal(row.meanDeletion.length, 5);
+    }
+    assert.ok(existsSync(join(dir, 'faithfulness.png')));
+    const bad = run(['faithfulness', '--model', 'zfnet-small', '--data', 'shapes:count=64', '--methods', 'gradcam,gradcam', '--out', join(dir, 'never')]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--methods lists a method twice/);
+    assert.ok(!existsSync(join(dir, 'never')));
   });
 });

@@ -1,5 +1,5 @@
 // `convscope attribute`: parse options, call src/analysis/attribution.ts, write the maps and figures.
-import { ATTRIBUTION_METHODS, attribute, type AttributionMethod, type Baseline } from '../analysis/attribution.js';
+import { ATTRIBUTION_METHODS, attribute, type Baseline } from '../analysis/attribution.js';
 import { INTEGRATION_RULES } from '../analysis/integrated-gradients.js';
 import { Engine } from '../engine/engine.js';
 import { attributionFiles } from '../report/attribution.js';
@@ -8,17 +8,7 @@ import { assertFinite, readNpy } from '../tensor.js';
 import { UsageError, type Command, type Options } from './args.js';
 import { INPUT_OPTIONS, inputFrom, layerOption, MODEL_OPTIONS, modelFrom } from './options.js';
 import { Progress } from './progress.js';
-
-function methodsOption(o: Options): AttributionMethod[] {
-  const v = o.required('method').trim();
-  if (v === 'all') return [...ATTRIBUTION_METHODS];
-  const list = v.split(',').map((m) => m.trim());
-  for (const m of list) {
-    if (!ATTRIBUTION_METHODS.includes(m as AttributionMethod)) throw new UsageError(`--method: unknown method '${m}'; use all or a list of ${ATTRIBUTION_METHODS.join(', ')}`);
-  }
-  if (new Set(list).size !== list.length) throw new UsageError(`--method lists a method twice: ${v}`);
-  return list as AttributionMethod[];
-}
+import { methodList } from './faithfulness.js';
 
 function baselineOption(o: Options, shape: number[]): Baseline {
   const v = o.required('baseline');
@@ -54,7 +44,7 @@ export const attributeCommand: Command = {
   },
   async run(o) {
     const dir = o.required('out');
-    const methods = methodsOption(o);
+    const methods = methodList(o, 'method');
     const model = modelFrom(o);
     const noise = o.number('noise');
     if (!(noise >= 0)) throw new UsageError(`--noise must be >= 0, got ${noise}`);

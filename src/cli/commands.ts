@@ -26,6 +26,7 @@ import { correspondCommand, invarianceCommand } from './analysis.js';
 import { compareArchCommand, filtersCommand } from './architecture.js';
 import { serveCommand } from './serve.js';
 import { attributeCommand } from './attribute.js';
+import { faithfulnessCommand } from './faithfulness.js';
 
 /** A file's identity: its device and inode when it exists (links and ./ spellings agree), else its absolute path. */
 function fileIdentity(path: string): string {
@@ -62,6 +63,7 @@ export const COMMANDS: Record<string, Command> = {
   train: trainCommand,
   evolve: evolveCommand,
   attribute: attributeCommand,
+  faithfulness: faithfulnessCommand,
   probe: probeCommand,
   ablate: ablateCommand,
   topk: topkCommand,

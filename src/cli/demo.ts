@@ -1,5 +1,6 @@
 // `convscope demo`: the whole paper on one dataset, as the library calls a user would make (train, top-9, evolution,
-// invariance, the architecture comparison, occlusion and its localisation score, correspondence), each step's files
+// invariance, the architecture comparison, occlusion and its localisation score, correspondence, and beyond the paper
+// every attribution method with its faithfulness), each step's files
 // written by its report/ writer into the run folder's layout, then the HTML report over them.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,9 +8,12 @@ import { compareArchitectures } from '../analysis/architecture.js';
 import { correspondence, datasetPartsSet, paperLayers57, prepareImages } from '../analysis/correspondence.js';
 import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
 import { invarianceCurves, paperLayers, paperSweeps, type NamedResult } from '../analysis/invariance.js';
+import { ATTRIBUTION_METHODS, attributeAll } from '../analysis/attribution.js';
+import { faithfulness, itemsOf, type FaithfulnessItem } from '../analysis/faithfulness.js';
 import { localisationItems, localisationScore, occlusionMaps } from '../analysis/occlusion.js';
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
+import { batches } from '../data/batches.js';
 import type { Dataset } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
 import { fitImage, imageToInput, loadInput } from '../data/image.js';
@@ -18,6 +22,8 @@ import { loadModel } from '../model/load.js';
 import { isZooName } from '../model/zoo.js';
 import { encodePng } from '../render/figure.js';
 import { compareArchFiles } from '../report/architecture.js';
+import { attributionFiles } from '../report/attribution.js';
+import { faithfulnessFiles } from '../report/faithfulness.js';
 import { correspondenceFiles, partsSetFiles } from '../report/correspondence.js';
 import { writeEvolution } from '../report/evolution.js';
 import { writeOutputs } from '../report/files.js';
@@ -43,14 +49,16 @@ export interface DemoSettings {
   epochs: number;
   /** Images scanned by the analyses that sweep a dataset. */
   scan: number;
-  /** Images occluded one by one for Fig. 7. */
+  /** Images occluded one by one for Fig. 7 (and explained by every attribution method). */
   occlusions: number;
+  /** Held-out images the faithfulness table scores every attribution method on. */
+  faithfulness: number;
 }
 
-export const DEMO_DEFAULTS: DemoSettings = { out: 'convscope-out', data: 'shapes', model: 'zfnet-small', epochs: 20, scan: 1000, occlusions: 3 };
+export const DEMO_DEFAULTS: DemoSettings = { out: 'convscope-out', data: 'shapes', model: 'zfnet-small', epochs: 20, scan: 1000, occlusions: 3, faithfulness: 20 };
 
 /** Small enough for a test: a few hundred images, two epochs. */
-export const DEMO_QUICK: Partial<DemoSettings> = { data: 'shapes:count=192', epochs: 2, scan: 64, occlusions: 1 };
+export const DEMO_QUICK: Partial<DemoSettings> = { data: 'shapes:count=192', epochs: 2, scan: 64, occlusions: 1, faithfulness: 2 };
 
 /** What `convscope train` does with its defaults: the paper's recipe, batch 32, snapshots at the paper's epochs. */
 function demoTraining(epochs: number): TrainConfig {
@@ -166,6 +174,22 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       const { files, summary } = localisationFiles(model, held.name, score);
       writeOutputs(at('occlusion'), files);
       log(summary);
+    });
+
+    await step('beyond the paper: every attribution method and its faithfulness', async () => {
+      const held = await validation();
+      for (const i of firstN(s.occlusions, held.size)) {
+        const item = await held.item(i);
+        const input = imageToInput(fitImage(item.image, [model.input[1], model.input[2]], model.input[0] === 1 ? 1 : 3), model.preprocess);
+        const results = await attributeAll(engine, input, ATTRIBUTION_METHODS, { target: item.label });
+        writeOutputs(join(at('attribution'), `image-${String(i).padStart(2, '0')}`), (await attributionFiles(model, input, results)).files);
+      }
+      const items: FaithfulnessItem[] = [];
+      for await (const b of batches(held, { input: model.input, preprocess: model.preprocess, batchSize: 32, indices: firstN(s.faithfulness, held.size) })) items.push(...itemsOf(b));
+      const rows = await faithfulness(engine, items, ATTRIBUTION_METHODS, { onProgress: new Progress('faithfulness', 0, 'attributions').report });
+      const { files, markdown } = await faithfulnessFiles({ model: model.name, data: held.name, images: items.length, steps: 32, target: 'label', rows });
+      writeOutputs(at('attribution'), files);
+      log(markdown);
     });
 
     await step('correspondence (Table 1)', async () => {

@@ -14,6 +14,7 @@ export const RUN_LAYOUT = {
   architecture: 'compare-arch',
   occlusion: 'occlusion',
   correspondence: 'correspondence',
+  attribution: 'attribution',
   report: 'report',
 } as const;
 
@@ -101,6 +102,21 @@ function simpleSection(ctx: Ctx, id: string, title: string, text: string, step: 
   return { id, title, text, figures, markdown: mdFile ? readText(join(dir, mdFile)) : undefined };
 }
 
+function attributionSection(ctx: Ctx): ReportSection {
+  const dir = join(ctx.run, RUN_LAYOUT.attribution);
+  const base = {
+    id: 'attribution', title: 'Beyond the paper: attribution methods and their faithfulness',
+    text: 'Every class attribution convscope computes (the paper\'s deconvnet and occlusion, saliency, guided backpropagation, Grad-CAM, Guided Grad-CAM, Integrated Gradients, SmoothGrad) on held-out images, and a measured ranking of the methods on this model and data: deletion and insertion curves (how fast p(class) falls as the highest-scoring pixels are removed, and rises as they are restored onto a blurred copy) and the pointing game (is the highest-scoring pixel on the object?).',
+  };
+  const runs = existsSync(dir) ? readdirSync(dir).filter((f) => existsSync(join(dir, f, 'attributions.png'))).sort() : [];
+  const figures = [
+    ...runs.map((r) => ({ src: rel(ctx, join(dir, r, 'attributions.png')), caption: r })),
+    ...(existsSync(join(dir, 'faithfulness.png')) ? [{ src: rel(ctx, join(dir, 'faithfulness.png')), caption: 'deletion and insertion curves' }] : []),
+  ];
+  if (figures.length === 0) return { ...base, figures: [], missing: missing('attribute and faithfulness', dir) };
+  return { ...base, figures, markdown: readText(join(dir, 'faithfulness.md')) };
+}
+
 function occlusionSection(ctx: Ctx): ReportSection {
   const dir = join(ctx.run, RUN_LAYOUT.occlusion);
   const base = {
@@ -131,6 +147,7 @@ export function buildReport(run: string, title = 'convscope report'): string {
     simpleSection(ctx, 'correspondence', 'Table 1: correspondence',
       'The same part is occluded in several images and the sign pattern of the change in layer-5 and layer-7 features is compared between images (mean normalised Hamming distance Δ over pairs). A lower Δ for the part than for random regions of the same size means the model moves its representation the same way for that part in every image.',
       'correspond', RUN_LAYOUT.correspondence, /\.png$/, 'correspondence.md'),
+    attributionSection(ctx),
   ];
   const html = renderReport(title, `Zeiler & Fergus, *Visualizing and Understanding Convolutional Networks* (ECCV 2014), reproduced on the run in \`${run}\`.`, sections);
   const path = join(reportDir, 'index.html');
