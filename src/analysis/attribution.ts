@@ -15,7 +15,7 @@ export type AttributionMethod = (typeof ATTRIBUTION_METHODS)[number];
 
 /** What each method's values mean for a per-pixel score: a signed amount of evidence, or a magnitude (sign is noise). */
 export const METHOD_INFO: Record<AttributionMethod, { title: string; signed: boolean }> = {
-  saliency: { title: 'Saliency |gradient|', signed: false },
+  saliency: { title: 'Saliency', signed: false },
   deconvnet: { title: 'Deconvnet', signed: false },
   'guided-backprop': { title: 'Guided backpropagation', signed: false },
   gradcam: { title: 'Grad-CAM', signed: false },

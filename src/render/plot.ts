@@ -79,6 +79,8 @@ export function plotSvg(spec: PlotSpec): string {
   parts.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#444"/>`);
   parts.push(`<text x="${m.left + pw / 2}" y="${height - 10}" font-size="12" text-anchor="middle">${escapeXml(spec.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" font-size="12" text-anchor="middle">${escapeXml(spec.yLabel)}</text>`);
+  // The legend sits in the top right corner, as wide as its longest name (11 px text, ~6.6 px a character).
+  const legend = m.left + pw - Math.max(150, 34 + Math.ceil(6.6 * Math.max(0, ...spec.series.map((s) => s.name.length))));
   spec.series.forEach((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length];
     const pts = s.x.map((x, j) => [x, s.y[j]]).filter(([, y]) => Number.isFinite(y));
@@ -87,8 +89,8 @@ export function plotSvg(spec: PlotSpec): string {
     }
     for (const [x, y] of pts) parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${color}"/>`);
     const ly = m.top + 14 + i * 16;
-    parts.push(`<line x1="${m.left + pw - 150}" x2="${m.left + pw - 128}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
-    parts.push(`<text x="${m.left + pw - 122}" y="${ly}" font-size="11">${escapeXml(s.name)}</text>`);
+    parts.push(`<line x1="${legend}" x2="${legend + 22}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    parts.push(`<text x="${legend + 28}" y="${ly}" font-size="11">${escapeXml(s.name)}</text>`);
   });
   parts.push('</svg>');
   return parts.join('\n');
