@@ -223,6 +223,18 @@ function perChannel(values: number[], C: number, what: string): number[] {
   throw new Error(`preprocess ${what} has ${values.length} values for a ${C}-channel image`);
 }
 
+/** The affine map between pixels (0..255) and the network input: input = (pixel - mean) / std, mean per value. */
+export function inputFrame(preprocess: Preprocess, shape: readonly [number, number, number]): { mean: Float32Array; std: number[] } {
+  const [C, H, W] = shape;
+  const std = perChannel(preprocess.std, C, 'std');
+  const meanImage = meanImageOf(preprocess, C, H, W);
+  if (meanImage) return { mean: meanImage, std };
+  const channel = perChannel(preprocess.mean, C, 'mean');
+  const mean = new Float32Array(C * H * W);
+  for (let c = 0; c < C; c++) mean.fill(channel[c], c * H * W, (c + 1) * H * W);
+  return { mean, std };
+}
+
 /**
  * (u8 - mean) / std into [1, C, H, W]. Arithmetic is rounded to float32 at each step, as PyTorch does on
  * float32 tensors, so inputs match reference tensors bit for bit; a mean image replaces the per-channel mean.
