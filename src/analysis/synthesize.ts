@@ -22,10 +22,10 @@ export interface SynthesisOptions {
   objective?: 'map' | 'unit';
   /** Ascent steps; default 200. */
   steps?: number;
-  /** Step length: the update's root-mean-square in pixel units (pixel mode, default 3) or in spectrum units, where
+  /** Step length: the update's root-mean-square in pixel units (pixel mode, default 6) or in spectrum units, where
    * one moves the pre-tanh image by about one (Fourier, default 0.05). */
   lr?: number;
-  /** Pixel mode: L2 decay, x <- (1 - decay) x after each step; default 0.01. */
+  /** Pixel mode: L2 decay, x <- (1 - decay) x after each step; default 0.002. */
   decay?: number;
   /** Pixel mode: blur with this sigma (pixels) every `blurEvery` steps; defaults 0.5 and 4 (0 turns it off). */
   blurSigma?: number;
@@ -202,8 +202,8 @@ export async function synthesize(engine: Engine, layer: string, features: readon
   const objective = options.objective ?? 'map';
   const steps = options.steps ?? 200;
   const mode = options.parameterization ?? 'pixel';
-  const lr = options.lr ?? (mode === 'fourier' ? 0.05 : 3);
-  const decay = options.decay ?? 0.01;
+  const lr = options.lr ?? (mode === 'fourier' ? 0.05 : 6);
+  const decay = options.decay ?? 0.002;
   const blurSigma = options.blurSigma ?? 0.5;
   const blurEvery = options.blurEvery ?? 4;
   const normPct = options.normPercentile ?? 0;
