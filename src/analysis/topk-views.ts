@@ -10,6 +10,7 @@ import { batchItem, concatBatch, type Tensor } from '../tensor.js';
 import type { OnProgress } from '../util/progress.js';
 import type { Rect } from '../util/rect.js';
 import { projectUnits, ZF_SETTINGS, type ProjectionSettings, type Unit } from './project.js';
+import { synthesize, type SynthesisOptions } from './synthesize.js';
 import type { TopkEntry } from './topk-heaps.js';
 import { checkCount, type LayerTopk, type TopkResult } from './topk.js';
 
@@ -189,12 +190,16 @@ export interface TopkPageViews {
   page: number;
   /** Per feature of `layout.pages[page]`, its views best first. */
   views: TopkView[][];
+  /** With `synthesize`: per feature of the page, its synthetic input [1, C, H, W], as an image, and the objective it reached. */
+  synthetic?: { input: Tensor; image: RgbImage; value: number }[];
 }
 
 export interface TopkFigureOptions extends ProjectOptions {
   /** Features per page (default 16). */
   perPage?: number;
   order?: FeatureOrder;
+  /** Also synthesise an image per feature that maximises its map (activation maximisation), a page at a time. */
+  synthesize?: SynthesisOptions;
 }
 
 /** Everything a Fig. 2 figure of a finished scan shows; the projections are made page by page as they are read. */
@@ -204,6 +209,10 @@ export interface TopkFigureViews {
   order: FeatureOrder;
   /** Channels of every projection: the model's input channels. */
   channels: number;
+  /** The model's input [C, H, W]. */
+  input: [number, number, number];
+  /** Whether the pages carry synthetic images. */
+  synthesize: boolean;
   layers: TopkLayerLayout[];
   /** A layer's views a page at a time, so that memory is one page; progress counts units over all layers. */
   pages(layout: TopkLayerLayout): AsyncGenerator<TopkPageViews>;
@@ -242,8 +251,22 @@ export function topkFigureViews(engine: Engine, ds: Dataset, result: TopkResult,
       unitsBefore += units.length;
       const byFeature = new Map<number, TopkView[]>(onPage.map((f) => [f, []]));
       for (const v of views) byFeature.get(v.feature)!.push(v);
-      yield { layout, page, views: onPage.map((f) => byFeature.get(f)!) };
+      const synthetic = options.synthesize && (await synthesize(engine, layout.topk.layer, onPage, options.synthesize));
+      yield {
+        layout,
+        page,
+        views: onPage.map((f) => byFeature.get(f)!),
+        ...(synthetic
+          ? {
+              synthetic: onPage.map((_, i) => {
+                const input = batchItem(synthetic.images, i);
+                return { input, image: inputToImage(input, engine.model.preprocess), value: synthetic.final[i] };
+              }),
+            }
+          : {}),
+      };
     }
   }
-  return { result, settings, order, channels: engine.model.input[0], layers, pages };
+  const input = engine.model.input as [number, number, number];
+  return { result, settings, order, channels: input[0], input, synthesize: options.synthesize !== undefined, layers, pages };
 }

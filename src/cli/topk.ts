@@ -44,6 +44,8 @@ export const topkCommand: Command = {
     rule: { value: true, help: 'ReLU rule of the projections: deconvnet, gradient or guided', default: ZF_SETTINGS.rule },
     lrn: { value: true, help: 'LRN on the way down: gradient or identity', default: ZF_SETTINGS.lrn },
     'checkpoint-every': { value: true, help: 'batches between checkpoints of the scan', default: 20 },
+    synthesize: { value: false, help: 'beside each feature, a synthetic image that maximises its map (activation maximisation, see `convscope synthesize`)' },
+    'synth-steps': { value: true, help: 'with --synthesize: gradient-ascent steps', default: 200 },
     resume: { value: false, help: 'continue the scan from OUT/checkpoint.json (same model, data and options)' },
     out: { value: true, help: 'output folder: index.json, LAYER/page-NN.png, LAYER/projections.npy, checkpoint.json' },
   },
@@ -57,6 +59,7 @@ export const topkCommand: Command = {
     const every = o.int('checkpoint-every', 1);
     const limit = o.has('limit') ? o.int('limit', 1) : undefined;
     const order = o.choice('order', TOPK_ORDERS);
+    const synthSteps = o.int('synth-steps', 1);
     const settings = { rule: o.choice('rule', BACKWARD_RULES), lrn: o.choice('lrn', LRN_MODES), seedValue: 'activation' as const };
     // Everything that can be wrong with the input is checked before the first file is written.
     const model = modelFrom(o);
@@ -81,6 +84,7 @@ export const topkCommand: Command = {
       const projectBar = new Progress('topk project', units, 'units');
       const figure = topkFigureViews(engine, ds, result, {
         perPage, order, settings, batchUnits,
+        ...(o.flag('synthesize') ? { synthesize: { steps: synthSteps } } : {}),
         onProgress: (done) => projectBar.update(done),
       });
       const index = await writeTopk(figure, out);

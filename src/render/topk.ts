@@ -21,8 +21,9 @@ function framed(content: RgbImage, field: TopkField): RgbImage {
 
 const fmt = (v: number) => (Math.abs(v) >= 1000 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(2) : v.toPrecision(3));
 
-/** One feature's block: k projections in a grid, the k patches in a grid beside it, a caption above. */
-async function featureBlock(views: TopkView[], feature: number, k: number, frame: [number, number], factor: number): Promise<RgbImage> {
+/** One feature's block: k projections in a grid, the k patches in a grid beside it, a caption above; with a
+ * synthetic image, it too, enlarged by a whole factor to at most the grids' height, captioned with its value. */
+async function featureBlock(views: TopkView[], feature: number, k: number, frame: [number, number], factor: number, synthetic?: { image: RgbImage; value: number }): Promise<RgbImage> {
   const cols = Math.ceil(Math.sqrt(k));
   const empty = upscale(blankImage(frame[1], frame[0], 3, 255), factor);
   const cells = (make: (v: TopkView) => RgbImage) =>
@@ -31,7 +32,12 @@ async function featureBlock(views: TopkView[], feature: number, k: number, frame
   const patches = grid(cells((v) => v.patch), cols, { gap: 2, background: WHITE });
   const best = views[0]?.entry.value;
   const caption = best === undefined ? `#${feature}  no activations` : best > 0 ? `#${feature}  max ${fmt(best)}` : `#${feature}  inactive (max ${fmt(best)})`;
-  return label(hstack([projections, patches], { gap: 6, background: WHITE }), caption, { position: 'top', fontSize: 12, align: 'left' });
+  const panels = [projections, patches];
+  if (synthetic) {
+    const enlarged = upscale(synthetic.image, Math.max(1, Math.floor(projections.height / synthetic.image.height)));
+    panels.push(await label(enlarged, `synthetic ${fmt(synthetic.value)}`, { position: 'bottom', fontSize: 11, color: [70, 70, 70] }));
+  }
+  return label(hstack(panels, { gap: 6, background: WHITE }), caption, { position: 'top', fontSize: 12, align: 'left' });
 }
 
 interface PageContext {
@@ -43,6 +49,7 @@ interface PageContext {
   /** The layer's receptive field side(s) in input pixels. */
   rf: [number, number];
   order: FeatureOrder;
+  synthetic: boolean;
   page: number;
   pages: number;
   features: number;
@@ -60,7 +67,8 @@ async function topkPage(layer: string, blocks: RgbImage[], firstLast: [number, n
   const legend =
     `Each block: one feature map's top ${ctx.k} activations over ${ctx.images} images of ${ctx.dataset} ` +
     `(at most ${ctx.perImage} per image), best first, row by row. Left: deconvnet projections, each scaled by its own max |value|, ` +
-    `zero = mid-grey. Right: the image patches under the receptive field (${rf} px). Pale blue: outside the image or the receptive field.`;
+    `zero = mid-grey. Right: the image patches under the receptive field (${rf} px). Pale blue: outside the image or the receptive field.` +
+    (ctx.synthetic ? ' Far right: a synthetic image that maximises the map\'s mean (activation maximisation), with the mean it reached.' : '');
   page = await label(page, legend, { position: 'bottom', fontSize: 12, align: 'left', color: [70, 70, 70] });
   const out = blankImage(page.width + 16, page.height + 16, 3, 255);
   blit(out, page, 8, 8);
@@ -68,16 +76,16 @@ async function topkPage(layer: string, blocks: RgbImage[], firstLast: [number, n
 }
 
 /** One page of a layer's figure; `cell` is the shown size of a frame's long side, reached by whole-number enlargement. */
-export async function topkPageImage(figure: Pick<TopkFigureViews, 'result' | 'order'>, { layout, page, views }: TopkPageViews, cell = 56): Promise<RgbImage> {
+export async function topkPageImage(figure: Pick<TopkFigureViews, 'result' | 'order'>, { layout, page, views, synthetic }: TopkPageViews, cell = 56): Promise<RgbImage> {
   const { result } = figure;
   const factor = Math.max(1, Math.round(cell / Math.max(...layout.frame)));
   const onPage = layout.pages[page];
   const blocks: RgbImage[] = [];
-  for (const [i, feature] of onPage.entries()) blocks.push(await featureBlock(views[i], feature, result.k, layout.frame, factor));
+  for (const [i, feature] of onPage.entries()) blocks.push(await featureBlock(views[i], feature, result.k, layout.frame, factor, synthetic?.[i]));
   const first = layout.pages.slice(0, page).reduce((a, p) => a + p.length, 0);
   const ctx: PageContext = {
     model: result.model, dataset: result.dataset, images: result.images, k: result.k, perImage: result.perImage,
-    rf: layout.receptiveField.size, order: figure.order, page: page + 1, pages: layout.pages.length, features: layout.topk.features.length,
+    rf: layout.receptiveField.size, order: figure.order, synthetic: synthetic !== undefined, page: page + 1, pages: layout.pages.length, features: layout.topk.features.length,
   };
   return topkPage(layout.topk.layer, blocks, [first, first + onPage.length], ctx);
 }

@@ -49,7 +49,9 @@ export interface TopkIndex {
     npyShape: number[];
     order: FeatureOrder;
     pages: { file: string; features: number[] }[];
-    features: { feature: number; entries: IndexEntry[] }[];
+    features: { feature: number; entries: IndexEntry[]; synthetic?: number }[];
+    /** With --synthesize: [F, 1, C, H, W], one input per feature maximising its map's mean (its value per feature above). */
+    syntheticNpy?: string;
   }[];
 }
 
@@ -82,7 +84,14 @@ class FramesNpy {
     const [h, w] = [view.projection.shape[1], view.projection.shape[2]];
     const dy = view.field.clipped[0] - view.field.frame[0], dx = view.field.clipped[1] - view.field.frame[1];
     for (let c = 0; c < C; c++) for (let y = 0; y < h; y++) frame.set(view.projection.data.subarray((c * h + y) * w, (c * h + y + 1) * w), (c * fh + dy + y) * fw + dx);
-    writeSync(this.fd, new Uint8Array(frame.buffer), 0, frame.byteLength, this.header + (feature * this.shape[1] + rank) * this.frameBytes);
+    this.writeFrame(feature, rank, frame);
+  }
+
+  /** One whole frame, C x h x w values. */
+  writeFrame(feature: number, rank: number, frame: Float32Array): void {
+    if (frame.length * 4 !== this.frameBytes) throw new Error(`internal: a frame of ${frame.length} values for ${this.path}`);
+    const bytes = new Uint8Array(frame.buffer, frame.byteOffset, frame.byteLength);
+    writeSync(this.fd, bytes, 0, bytes.byteLength, this.header + (feature * this.shape[1] + rank) * this.frameBytes);
   }
 
   close(complete: boolean): void {
@@ -146,10 +155,17 @@ export async function writeTopk(figure: TopkFigureViews, outDir: string, options
       pages: [],
       features: topk.features.map((_, feature) => ({ feature, entries: [] })),
     };
+    const [C, H, W] = [figure.channels, figure.input[1], figure.input[2]];
+    const syntheticNpy = figure.synthesize ? new FramesNpy(join(outDir, `${topk.layer}/synthetic.npy`), [topk.features.length, 1, C, H, W]) : undefined;
+    if (syntheticNpy) layerIndex.syntheticNpy = `${topk.layer}/synthetic.npy`;
     let complete = false;
     try {
       for await (const page of figure.pages(layout)) {
         const onPage = layout.pages[page.page];
+        page.synthetic?.forEach((s, i) => {
+          syntheticNpy!.writeFrame(onPage[i], 0, s.input.data);
+          layerIndex.features[onPage[i]].synthetic = s.value;
+        });
         onPage.forEach((f, i) => {
           page.views[i].forEach((v, rank) => {
             npy.write(f, rank, v);
@@ -164,6 +180,7 @@ export async function writeTopk(figure: TopkFigureViews, outDir: string, options
       complete = true;
     } finally {
       npy.close(complete);
+      syntheticNpy?.close(complete);
     }
     index.layers.push(layerIndex);
   }
