@@ -264,3 +264,30 @@ describe('convscope faithfulness', () => {
     assert.ok(!existsSync(join(dir, 'never')));
   });
 });
+
+describe('convscope synthesize and topk --synthesize', () => {
+  test('writes one image per feature and the values it printed; topk puts one beside each feature', () => {
+    const dir = join(tmp(), 's');
+    const r = run(['synthesize', '--model', 'zfnet-small', '--layer', 'relu2', '--features', '3,0-1', '--steps', '4', '--out', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    const images = readNpy(join(dir, 'synthesis.npy'));
+    assert.deepEqual(images.shape, [3, 3, 64, 64]);
+    const json = JSON.parse(readFileSync(join(dir, 'synthesis.json'), 'utf8'));
+    assert.deepEqual(json.features, [3, 0, 1]);
+    assert.equal(json.history[0].length, 4);
+    assert.match(r.stdout, new RegExp(`^relu2: #3 ${json.final[0].toPrecision(3).replace('.', '\\.')}, #0 `));
+    const bad = run(['synthesize', '--model', 'zfnet-small', '--layer', 'relu2', '--features', '0-64', '--out', join(dir, 'never')]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--features: 64 is out of range 0\.\.63/);
+    assert.ok(!existsSync(join(dir, 'never')));
+
+    const topk = join(tmp(), 't');
+    const t = run(['topk', '--model', 'zfnet-small', '--data', 'shapes:count=64', '--limit', '20', '--layers', 'relu1', '--synthesize', '--synth-steps', '3', '--per-page', '32', '--out', topk]);
+    assert.equal(t.code, 0, t.stderr);
+    const index = JSON.parse(readFileSync(join(topk, 'index.json'), 'utf8'));
+    const layer = index.layers[0];
+    assert.equal(layer.syntheticNpy, 'relu1/synthetic.npy');
+    assert.deepEqual(readNpy(join(topk, layer.syntheticNpy)).shape, [32, 1, 3, 64, 64]);
+    assert.ok(layer.features.every((f: { synthetic?: number }) => typeof f.synthetic === 'number'));
+  });
+});

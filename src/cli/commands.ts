@@ -27,6 +27,7 @@ import { compareArchCommand, filtersCommand } from './architecture.js';
 import { serveCommand } from './serve.js';
 import { attributeCommand } from './attribute.js';
 import { faithfulnessCommand } from './faithfulness.js';
+import { synthesizeCommand } from './synthesize.js';
 
 /** A file's identity: its device and inode when it exists (links and ./ spellings agree), else its absolute path. */
 function fileIdentity(path: string): string {
@@ -64,6 +65,7 @@ export const COMMANDS: Record<string, Command> = {
   evolve: evolveCommand,
   attribute: attributeCommand,
   faithfulness: faithfulnessCommand,
+  synthesize: synthesizeCommand,
   probe: probeCommand,
   ablate: ablateCommand,
   topk: topkCommand,

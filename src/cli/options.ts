@@ -80,3 +80,18 @@ export async function validationSet(o: Options) {
     return datasetFrom(o, 'test');
   }
 }
+
+/** Indices from `all` or a list such as `0-7,12` (in the order given), each below `count`. */
+export function indexList(text: string, count: number, what: string): number[] {
+  if (text.trim() === 'all') return Array.from({ length: count }, (_, i) => i);
+  const out: number[] = [];
+  for (const part of text.split(',').map((s) => s.trim())) {
+    const range = /^(\d+)-(\d+)$/.exec(part);
+    if (range && Number(range[1]) <= Number(range[2])) for (let i = Number(range[1]); i <= Number(range[2]); i++) out.push(i);
+    else if (/^\d+$/.test(part)) out.push(Number(part));
+    else throw new UsageError(`${what}: '${part}' is not an index or a range a-b`);
+  }
+  for (const i of out) if (i >= count) throw new UsageError(`${what}: ${i} is out of range 0..${count - 1}`);
+  if (new Set(out).size !== out.length) throw new UsageError(`${what} lists an index twice: ${text}`);
+  return out;
+}
