@@ -1,6 +1,7 @@
 // The viewer in real headless Chromium (Debian's, driven by playwright-core): load the page, pick a feature, see
 // its top 9, upload an image, click a unit on the activation map and check that its projection appears and is not
-// blank; run an occlusion map. A screenshot of the final page is kept for a person to look at.
+// blank; run an occlusion map, an attribution from the method menu and a synthetic image of the feature. A screenshot
+// of the final page is kept for a person to look at.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -142,6 +143,22 @@ for (const spec of MODELS) describe(`viewer in headless Chromium: ${spec.label}`
     await page.waitForSelector('#occlusion-figure:not([hidden])', { timeout: 30_000 });
     await page.waitForFunction(() => (document.getElementById('occlusion-image') as HTMLImageElement).naturalWidth === 64, undefined, { timeout: 30_000 });
     assert.equal(await page.$eval('#occlusion-progress', (el) => (el as HTMLProgressElement).value), 1);
+
+    // An attribution from the method menu: Integrated Gradients of the predicted class, with its colour bar.
+    await page.selectOption('#method', 'ig');
+    await page.click('#attribute');
+    await page.waitForSelector('#attribution-image[data-method="ig"]', { timeout: 30_000 });
+    const attribution = await imageStats(page, '#attribution-image');
+    assert.ok(attribution.width > 128 && attribution.distinct > 50, `attribution panel: ${JSON.stringify(attribution)}`);
+    assert.match(await page.textContent('#attribution-caption') ?? '', /^ig of .+ \(predicted .+\), delta -?\d/);
+
+    // The feature's synthetic image, made on request (the server has no --topk folder).
+    await page.click('#show-synthetic');
+    await page.waitForSelector(`#synthetic-image[data-feature="${layer}/5"]`, { timeout: 60_000 });
+    const synthetic = await imageStats(page, '#synthetic-image');
+    assert.deepEqual([synthetic.width, synthetic.height], [64, 64]);
+    assert.ok(synthetic.distinct > 100, 'the synthetic image is not flat');
+    assert.match(await page.textContent('#synthetic-caption') ?? '', /made now/);
 
     await page.screenshot({ path: spec.screenshot, fullPage: true });
     process.stdout.write(`viewer screenshot: ${spec.screenshot}\n`);

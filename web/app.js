@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 const state = { model: null, image: null, clicked: null };
 // Each panel keeps a counter of its requests: an answer that arrives after a newer request was made is dropped,
 // so quick changes of layer or feature never mix two answers in one panel.
-const latest = { topk: 0, activation: 0, projection: 0 };
+const latest = { topk: 0, activation: 0, projection: 0, attribution: 0, synthetic: 0 };
 
 function status(text) {
   $('status').textContent = text;
@@ -63,6 +63,14 @@ async function loadModel() {
     select.append(opt);
   }
   if (preferred.length > 0) select.value = preferred[0];
+  for (const method of m.attributionMethods) {
+    const opt = document.createElement('option');
+    opt.value = method;
+    opt.textContent = method;
+    $('method').append(opt);
+  }
+  $('method').value = 'gradcam';
+  $('target').max = String((m.classes ? m.classes.length : m.layers[m.layers.length - 1].outShape[0]) - 1);
   $('dataset-controls').hidden = !m.data;
   if (m.data) $('dataset-index').max = String(m.data.size - 1);
   $('topk-note').textContent = m.topk.source === 'topk' ? 'top 9 from the --topk folder' :
@@ -83,6 +91,8 @@ function onLayerChange() {
 }
 
 function refreshAll() {
+  // A synthetic image belongs to one feature: another feature's would mislead.
+  $('synthetic-figure').hidden = true;
   return Promise.all([showTopk(), showActivation()]);
 }
 
@@ -133,7 +143,9 @@ async function setImage(info) {
   $('unit-marker').hidden = true;
   $('input-caption').textContent = `input: ${info.name}${info.label !== null && state.model.data ? ` (${state.model.data.classes[info.label] ?? info.label})` : ''}`;
   $('occlude').disabled = false;
+  $('attribute').disabled = false;
   $('occlusion-figure').hidden = true;
+  $('attribution-figure').hidden = true;
   await showImage($('input-image'), info.url);
   await showActivation();
 }
@@ -204,6 +216,48 @@ async function pick() {
   await setImage(info);
 }
 
+// ------------------------------------------------------------------ attribution and synthetic images
+
+/** Fetches an API image whose facts travel in a header; resolves to the facts once the image is shown. */
+async function showWithHeader(img, url, header) {
+  const res = await fetch(url);
+  if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || `${url}: ${res.status}`);
+  const facts = JSON.parse(res.headers.get(header) || '{}');
+  const blob = await res.blob();
+  if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
+  await showImage(img, URL.createObjectURL(blob));
+  return facts;
+}
+
+async function explain() {
+  const turn = ++latest.attribution;
+  const method = $('method').value;
+  const target = $('target').value.trim();
+  const gradcamLayer = method.includes('gradcam') ? `&layer=${encodeURIComponent(layer())}` : '';
+  const url = `/api/images/${state.image.id}/attribution.png?method=${method}${target === '' ? '' : `&target=${Number(target)}`}${gradcamLayer}`;
+  status(`${method}…`);
+  const img = $('attribution-image');
+  const facts = await showWithHeader(img, url, 'x-convscope-attribution');
+  if (turn !== latest.attribution) return;
+  $('attribution-figure').hidden = false;
+  img.dataset.method = method;
+  const extra = [facts.layer ? `at ${facts.layer}` : '', facts.delta !== undefined && facts.delta !== null ? `delta ${Number(facts.delta).toPrecision(3)}` : ''].filter(Boolean).join(', ');
+  $('attribution-caption').textContent = `${method} of ${facts.targetName} (predicted ${facts.predictedName})${extra ? `, ${extra}` : ''}, ${Math.round(facts.ms)} ms`;
+  status('');
+}
+
+async function showSynthetic() {
+  const turn = ++latest.synthetic;
+  status(`synthesising ${layer()} feature ${feature()}… (a few seconds the first time)`);
+  const img = $('synthetic-image');
+  const facts = await showWithHeader(img, `/api/synthetic/${encodeURIComponent(layer())}/${feature()}.png`, 'x-convscope-synthetic');
+  if (turn !== latest.synthetic) return;
+  $('synthetic-figure').hidden = false;
+  img.dataset.feature = `${layer()}/${feature()}`;
+  $('synthetic-caption').textContent = `synthetic image: ${layer()} feature ${feature()} map mean ${Number(facts.value).toPrecision(3)} (${facts.source === 'topk' ? 'from the --topk folder' : 'made now'})`;
+  status('');
+}
+
 // ------------------------------------------------------------------ occlusion
 
 async function occlude() {
@@ -244,6 +298,8 @@ $('upload').addEventListener('change', (e) => {
 });
 $('pick').addEventListener('click', () => guard(pick));
 $('occlude').addEventListener('click', () => guard(occlude));
+$('attribute').addEventListener('click', () => guard(explain));
+$('show-synthetic').addEventListener('click', () => guard(showSynthetic));
 // mousedown, not click: when a just-edited field loses focus on the same press, its change redraws the map and
 // Chromium can drop the click that follows.
 $('activation-map').addEventListener('mousedown', (e) => {

@@ -7,11 +7,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeImageBuffer } from '../data/image.js';
 import { BACKWARD_RULES } from '../engine/compile.js';
+import { attributionPanel } from '../render/attribution.js';
 import { encodePng, projectionToImage } from '../render/figure.js';
 import { choiceParam, HttpError, intParam, readBody, sendBytes, sendError, sendJson } from './http.js';
 import { checkRequest, SECURITY_HEADERS, type GuardOptions } from './guard.js';
 import { readStatic, staticRoot, type StaticRoot } from './static.js';
-import { Viewer, type ViewerOptions } from './viewer.js';
+import { Viewer, VIEWER_METHODS, type ViewerOptions } from './viewer.js';
 
 export const DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024;
 
@@ -121,6 +122,24 @@ const ROUTES: Route[] = [
       const p = await ctx.viewer.project(m[1], layerParam(q), feature, position, rule);
       // The unit and its value travel in a header so that the image stays a plain PNG the page can show.
       await sendPng(res, projectionToImage(p.projection), { 'x-convscope-unit': JSON.stringify({ ...p.unit, value: p.value, rule }) });
+    },
+  },
+  {
+    method: 'GET', pattern: new RegExp(`^/api/images/${SEGMENT}/attribution\\.png$`),
+    handler: async (ctx, _req, res, m, q) => {
+      const method = choiceParam(q, 'method', VIEWER_METHODS, 'gradcam');
+      const layer = q.get('layer') || undefined;
+      const { attribution: a, image } = await ctx.viewer.attribution(m[1], method, optionalInt(q, 'target', 1 << 20), layer);
+      const name = (c: number) => ctx.viewer.model.classes?.[c] ?? `class ${c}`;
+      const about = { method, target: a.target, targetName: name(a.target), predicted: a.predicted, predictedName: name(a.predicted), ms: a.seconds * 1000, layer: a.gradcam?.layer, delta: a.ig?.delta };
+      await sendPng(res, await attributionPanel(image, a, name), { 'x-convscope-attribution': JSON.stringify(about) });
+    },
+  },
+  {
+    method: 'GET', pattern: new RegExp(`^/api/synthetic/${SEGMENT}/(\\d+)\\.png$`),
+    handler: async (ctx, _req, res, m) => {
+      const s = await ctx.viewer.synthetic(m[1], Number(m[2]));
+      await sendPng(res, s.image, { 'x-convscope-synthetic': JSON.stringify({ value: s.value, source: s.source }) });
     },
   },
   {

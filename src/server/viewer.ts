@@ -1,12 +1,16 @@
 // What the viewer can ask of one model: images, activation maps, projections, top-9 views, occlusion jobs. Every
 // engine call goes through one SerialQueue; the HTTP layer (server.ts) only parses requests and encodes answers.
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { attribute, ATTRIBUTION_METHODS, type Attribution, type AttributionMethod } from '../analysis/attribution.js';
 import { occlusionMaps, type PaperMaps } from '../analysis/occlusion.js';
+import { synthesize } from '../analysis/synthesize.js';
 import { maxUnit, projectUnit, ZF_SETTINGS, type Projection } from '../analysis/project.js';
 import { scanTopk, type LayerTopk } from '../analysis/topk.js';
 import { featureViews, type TopkView } from '../analysis/topk-views.js';
 import type { Dataset } from '../data/dataset.js';
-import { fitImage, imageToInput, type RgbImage } from '../data/image.js';
+import { fitImage, imageToInput, inputToImage, type RgbImage } from '../data/image.js';
 import type { BackwardRule } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { Landmarks } from '../model/landmarks.js';
@@ -15,7 +19,7 @@ import type { LayerInfo } from '../model/shapes.js';
 import { grid, heatmap, overlay, projectionToImage, viridis } from '../render/figure.js';
 import { mapToPixels } from '../render/occlusion.js';
 import { readTopkIndex, readTopkProjections, type TopkIndex } from '../report/topk.js';
-import type { Tensor } from '../tensor.js';
+import { decodeNpy, sizeOf, type Tensor } from '../tensor.js';
 import { errorLine } from '../util/errors.js';
 import { HttpError } from './http.js';
 import { SerialQueue } from './queue.js';
@@ -67,6 +71,11 @@ const KEEP_JOBS = 16;
  */
 export const MAX_ACTIVE_JOBS = 4;
 
+/** The attribution methods the viewer computes on request: occlusion has its own job, as it takes seconds. */
+export const VIEWER_METHODS: readonly AttributionMethod[] = ATTRIBUTION_METHODS.filter((m) => m !== 'occlusion');
+/** Gradient-ascent steps of a synthetic image made on request (without a --topk folder that has them). */
+const SYNTHESIS_STEPS = 200;
+
 export class Viewer {
   readonly engine: Engine;
   readonly queue = new SerialQueue();
@@ -76,6 +85,7 @@ export class Viewer {
   private readonly npyCache = new Map<string, Tensor>();
   private readonly liveTopk = new Map<string, Promise<LayerTopk>>();
   private readonly viewCache = new Map<string, Promise<TopkView[]>>();
+  private readonly syntheticCache = new Map<string, Promise<{ image: RgbImage; value: number; source: 'topk' | 'live' }>>();
 
   constructor(private readonly options: ViewerOptions) {
     this.engine = new Engine(options.model);
@@ -129,6 +139,7 @@ export class Viewer {
       data: this.data ? { name: this.data.name, size: this.data.size, classes: this.data.classes } : null,
       topk: { layers: this.topkLayers(), source: this.index ? 'topk' : this.data ? 'live' : null },
       rules: ['deconvnet', 'gradient', 'guided'],
+      attributionMethods: VIEWER_METHODS,
     };
   }
 
@@ -202,6 +213,17 @@ export class Viewer {
     }
     const img = this.image(id);
     return this.queue.run(() => projectUnit(this.engine, img.input, layer, feature, position, { ...ZF_SETTINGS, rule }));
+  }
+
+  /** A class attribution of a stored image (the predicted class unless a target is given). */
+  async attribution(id: string, method: AttributionMethod, target: number | undefined, layer: string | undefined): Promise<{ attribution: Attribution; image: RgbImage }> {
+    if (!VIEWER_METHODS.includes(method)) throw new HttpError(400, `method must be one of ${VIEWER_METHODS.join(', ')}, got '${method}'`);
+    const classes = this.engine.infos.at(-1)!.outShape[0];
+    if (target !== undefined && target >= classes) throw new HttpError(400, `target must be in 0..${classes - 1}, got ${target}`);
+    if (layer !== undefined) this.mapLayer(layer);
+    const img = this.image(id);
+    const attribution = await this.queue.run(() => attribute(this.engine, img.input, method, { target, layer }));
+    return { attribution, image: img.image };
   }
 
   // ------------------------------------------------------------ top-9
@@ -297,6 +319,35 @@ export class Viewer {
       this.npyCache.set(layer.layer, t);
     }
     return t;
+  }
+
+  /**
+   * A synthetic image that maximises a feature map's mean: the --topk folder's (topk --synthesize) when it has one,
+   * else made on request (cached) with the library's defaults.
+   */
+  synthetic(layer: string, feature: number): Promise<{ image: RgbImage; value: number; source: 'topk' | 'live' }> {
+    const [C] = this.mapLayer(layer).outShape;
+    if (!(feature >= 0 && feature < C)) throw new HttpError(400, `feature must be in 0..${C - 1} for ${layer}, got ${feature}`);
+    const key = `${layer}/${feature}`;
+    let s = this.syntheticCache.get(key);
+    if (!s) {
+      const fromIndex = this.indexLayer(layer);
+      if (fromIndex?.syntheticNpy && fromIndex.features[feature]?.synthetic !== undefined) {
+        const t = decodeNpy(readFileSync(join(this.topkDir!, fromIndex.syntheticNpy)), fromIndex.syntheticNpy);
+        if (t.shape.length !== 5 || t.shape[0] !== C) throw new HttpError(500, `${fromIndex.syntheticNpy} has shape [${t.shape}], expected [${C}, 1, C, H, W]`);
+        const per = sizeOf(t.shape.slice(2));
+        const input = { shape: [1, ...t.shape.slice(2)], data: t.data.slice(feature * per, (feature + 1) * per) };
+        s = Promise.resolve({ image: inputToImage(input, this.model.preprocess), value: fromIndex.features[feature].synthetic!, source: 'topk' as const });
+      } else {
+        s = this.queue
+          .run(() => synthesize(this.engine, layer, [feature], { steps: SYNTHESIS_STEPS }))
+          .then((r) => ({ image: inputToImage(r.images, this.model.preprocess), value: r.final[0], source: 'live' as const }));
+      }
+      s.catch(() => this.syntheticCache.delete(key));
+      this.syntheticCache.set(key, s);
+      while (this.syntheticCache.size > 32) this.syntheticCache.delete(this.syntheticCache.keys().next().value!);
+    }
+    return s;
   }
 
   // ------------------------------------------------------------ occlusion
