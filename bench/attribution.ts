@@ -5,14 +5,11 @@
 // (SmoothGrad with the peer's noise given to both sides).
 //
 // IG and SmoothGrad take gradients at dozens of inputs, and at 224 px some max-pool window among millions holds two
-// values within float32 rounding of each other: the two sides may route that gradient to different taps, both
-// correct in float32 (ZFNet, the path point 1.0 x input: pool1 channel 44, top two 2.2e-7 apart relative; PyTorch
-// in float32 and in float64 chose one tap, onnxruntime the other, and 188 pixels under that unit's receptive field
-// differ by up to 7 % of the map's max). Such a result is reported as agreeing "up to near-ties" when the pixels
-// beyond the tolerance are at most 0.5 % of the map and the L2 error at most 1 %; anything else fails.
-//
-//   npm run bench:attribution -- [--peer] [--peer-blas DIR] [--record] [--repeats 5] [--warmup 1]
-//                                [--models zfnet,resnet18] [--threads N] [--gap 50]
+// values within float32 rounding of each other: each side may route that gradient to a different tap, and a tie in a
+// deep pool moves the gradient of a whole receptive field (ZFNet, 16 noisy copies: PyTorch float32 differed from
+// float64 at 61883 of 150528 values of one copy, convscope at none; on another copy both did at 24229). When the two
+// float32 results differ beyond the tolerance, the peer computes the same work in float64 (untimed) and ours agrees
+// "as float32 allows" if its L2 distance to float64 is at most twice PyTorch float32's (or 1e-4); else it fails.
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -75,34 +72,32 @@ function parseArgs(argv: string[]): Args {
 interface Agreement {
   what: string;
   maxRel: number;
-  l2Rel: number;
-  /** Values farther apart than TOLERANCE x max|theirs|, and how many there are. */
-  beyond: number;
-  size: number;
-  verdict: 'ok' | 'ok up to near-ties' | 'FAIL';
+  /** Float32 results apart: L2 distances to the float64 result, relative to its norm, of ours and of the peer's. */
+  float64?: { ours: number; theirs: number };
+  verdict: 'ok' | 'ok as float32 allows' | 'FAIL';
 }
 
-function agreement(what: string, ours: Tensor, theirs: Tensor): Agreement {
-  const maxRel = relError(ours, theirs);
-  let scale = 0;
-  let diff2 = 0;
-  let ref2 = 0;
-  for (let k = 0; k < theirs.data.length; k++) scale = Math.max(scale, Math.abs(theirs.data[k]));
-  let beyond = 0;
-  for (let k = 0; k < theirs.data.length; k++) {
-    const d = ours.data[k] - theirs.data[k];
-    diff2 += d * d;
-    ref2 += theirs.data[k] ** 2;
-    if (Math.abs(d) > TOLERANCE * scale) beyond++;
+function l2Rel(a: Tensor, ref: Tensor): number {
+  let d2 = 0;
+  let r2 = 0;
+  for (let k = 0; k < ref.data.length; k++) {
+    d2 += (a.data[k] - ref.data[k]) ** 2;
+    r2 += ref.data[k] ** 2;
   }
-  const l2Rel = Math.sqrt(diff2 / ref2);
-  const size = theirs.data.length;
-  const verdict = maxRel <= TOLERANCE ? 'ok' : beyond <= 0.005 * size && l2Rel <= 0.01 ? 'ok up to near-ties' : 'FAIL';
-  return { what, maxRel, l2Rel, beyond, size, verdict };
+  return Math.sqrt(d2 / r2);
+}
+
+/** Ours against the peer's float32 result; when they differ, both against the peer's float64 result. */
+async function agreement(what: string, ours: Tensor, theirs: Tensor, float64: () => Promise<Tensor>): Promise<Agreement> {
+  const maxRel = relError(ours, theirs);
+  if (maxRel <= TOLERANCE) return { what, maxRel, verdict: 'ok' };
+  const ref = await float64();
+  const distances = { ours: l2Rel(ours, ref), theirs: l2Rel(theirs, ref) };
+  return { what, maxRel, float64: distances, verdict: distances.ours <= Math.max(2 * distances.theirs, TOLERANCE) ? 'ok as float32 allows' : 'FAIL' };
 }
 
 function describeAgreement(a: Agreement): string {
-  const detail = a.verdict === 'ok' ? '' : ` (${a.beyond} of ${a.size} values beyond, L2 ${a.l2Rel.toExponential(1)})`;
+  const detail = a.float64 ? ` (L2 to float64: ours ${a.float64.ours.toExponential(1)}, PyTorch float32 ${a.float64.theirs.toExponential(1)})` : '';
   return `${a.what} ${a.maxRel.toExponential(2)} ${a.verdict}${detail}`;
 }
 
@@ -144,13 +139,17 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], dir: s
     const rng = new Rng(3);
     for (let k = 0; k < noise.data.length; k++) noise.data[k] = 20 * rng.normal();
     writeFileSync(noiseFile, encodeNpy(noise));
+    const out64 = join(dir, 'peer_out64.npy');
+    const peerResult = async (p: PeerProcess, msg: Record<string, unknown>, file: string) => {
+      await p.request({ cmd: 'run', ...msg, out: file });
+      return readNpy(file);
+    };
     for (const p of peers) {
-      await p.request({ cmd: 'run', ...works[0].peer, out });
-      checks.push(agreement(`${p.label} Grad-CAM`, (await gradCam(engine, input, [target], layer)).upsampled, readNpy(out)));
-      await p.request({ cmd: 'run', ...works[1].peer, out });
-      checks.push(agreement(`${p.label} IG`, (await integratedGradients(engine, input, target, { steps: STEPS })).attribution, readNpy(out)));
-      await p.request({ cmd: 'run', ...works[2].peer, given_noise: noiseFile, out });
-      checks.push(agreement(`${p.label} SmoothGrad`, (await smoothGrad(engine, input, target, { noiseTensor: noise })).attribution, readNpy(out)));
+      const check = async (what: string, msg: Record<string, unknown>, ours: Tensor) =>
+        checks.push(await agreement(`${p.label} ${what}`, ours, await peerResult(p, msg, out), () => peerResult(p, { ...msg, float64: true }, out64)));
+      await check('Grad-CAM', works[0].peer, (await gradCam(engine, input, [target], layer)).upsampled);
+      await check('IG', works[1].peer, (await integratedGradients(engine, input, target, { steps: STEPS })).attribution);
+      await check('SmoothGrad', { ...works[2].peer, given_noise: noiseFile }, (await smoothGrad(engine, input, target, { noiseTensor: noise })).attribution);
     }
     const rows: { label: string; ours: number[]; peers: number[][] }[] = [];
     for (const work of works) {

@@ -18,8 +18,10 @@ Protocol (one JSON object per line, as bench/peer.ts speaks):
   {"cmd": "run", "work": "gradcam" | "ig" | "smoothgrad", "target": 3, "steps": 32, "samples": 16, "noise": 0.15,
    "given_noise": "/tmp/noise.npy"?, "out": "/tmp/out.npy"?}
       replies {"ms": ...}; with "out", saves the attribution after timing; with "given_noise", SmoothGrad adds that
-      noise instead of drawing it (the agreement check).
+      noise instead of drawing it (the agreement check); with "float64": true, computes in double precision (the
+      reference the agreement check falls back on, untimed).
 """
+import copy
 import os
 import sys
 import time
@@ -59,8 +61,18 @@ class AttributionPeer:
         for p in self.model.parameters():
             p.requires_grad_(False)
         np.save(os.path.join(out, "x1.npy"), self.x.numpy())
-        self.layer = dict(self.model.named_modules())[msg["layer"]]
+        self.layer_name = msg["layer"]
+        self.model64 = None
+        dict(self.model.named_modules())[self.layer_name]  # a missing module fails at setup
         return {"ok": True, "torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas_library()}
+
+    def precision(self, msg):
+        """The model and input in the precision the request asks for."""
+        if not msg.get("float64"):
+            return self.model, self.x
+        if self.model64 is None:
+            self.model64 = copy.deepcopy(self.model).double()
+        return self.model64, self.x.double()
 
     def gradcam(self, msg):
         target = int(msg["target"])
@@ -69,10 +81,12 @@ class AttributionPeer:
         def keep(module, inputs, output):
             saved["a"] = output
 
-        handle = self.layer.register_forward_hook(keep)
+        model, x = self.precision(msg)
+        layer = dict(model.named_modules())[self.layer_name]
+        handle = layer.register_forward_hook(keep)
         try:
-            x = self.x.clone().requires_grad_(True)
-            scores = self.model(x)
+            x = x.clone().requires_grad_(True)
+            scores = model(x)
         finally:
             handle.remove()
         a = saved["a"]
@@ -82,22 +96,25 @@ class AttributionPeer:
 
     def ig(self, msg):
         target, steps = int(msg["target"]), int(msg["steps"])
+        model, x = self.precision(msg)
         alphas, weights = gauss_legendre(steps)
-        baseline = torch.zeros_like(self.x)
-        scaled = torch.cat([baseline + a * (self.x - baseline) for a in alphas], dim=0).requires_grad_(True)
-        (g,) = torch.autograd.grad(self.model(scaled)[:, target].sum(), scaled)
+        baseline = torch.zeros_like(x)
+        scaled = torch.cat([baseline + a * (x - baseline) for a in alphas], dim=0).requires_grad_(True)
+        (g,) = torch.autograd.grad(model(scaled)[:, target].sum(), scaled)
         total = (g.reshape(steps, -1) * torch.tensor(weights, dtype=g.dtype).view(steps, 1)).sum(0)
-        return total.reshape(self.x.shape) * (self.x - baseline)
+        return total.reshape(x.shape) * (x - baseline)
 
     def smoothgrad(self, msg):
         target, samples = int(msg["target"]), int(msg["samples"])
+        model, x = self.precision(msg)
         if msg.get("given_noise"):
-            noise = torch.from_numpy(np.load(msg["given_noise"]))
+            # Added in float32 as both sides do, then widened: the float64 reference sees the same noisy images.
+            noisy = (self.x + torch.from_numpy(np.load(msg["given_noise"]))).to(x.dtype)
         else:
-            sigma = float(msg["noise"]) * float(self.x.max() - self.x.min())
-            noise = torch.normal(0.0, sigma, size=(samples, *self.x.shape[1:]))
-        noisy = (self.x + noise).requires_grad_(True)
-        (g,) = torch.autograd.grad(self.model(noisy)[:, target].sum(), noisy)
+            sigma = float(msg["noise"]) * float(x.max() - x.min())
+            noisy = x + torch.normal(0.0, sigma, size=(samples, *x.shape[1:]), dtype=x.dtype)
+        noisy.requires_grad_(True)
+        (g,) = torch.autograd.grad(model(noisy)[:, target].sum(), noisy)
         return g.mean(dim=0, keepdim=True)
 
     def run(self, msg):

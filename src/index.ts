@@ -33,10 +33,18 @@ export { correspondence, parseParts } from './analysis/correspondence.js';
 export { runProbe, extractFeatures } from './analysis/probe.js';
 export { fitLogisticRegression } from './train/logistic.js';
 export { ablateModel, runAblations } from './analysis/ablate.js';
+export { attribute, attributeAll, ATTRIBUTION_METHODS, pixelScores, type Attribution, type AttributionMethod, type AttributionOptions } from './analysis/attribution.js';
+export { gradCam, guidedGradCam, type GradCam } from './analysis/gradcam.js';
+export { integratedGradients, integrationPoints, INTEGRATION_RULES, type IntegrationRule } from './analysis/integrated-gradients.js';
+export { smoothGrad, smoothGradNoise } from './analysis/smoothgrad.js';
+export { faithfulness, deletionInsertion, pointingHit, type MethodFaithfulness } from './analysis/faithfulness.js';
+export { synthesize, type Synthesis, type SynthesisOptions } from './analysis/synthesize.js';
 export { buildReport } from './report/report.js';
 // The files of each analysis: build them in memory (a failure leaves nothing), then write them into a folder.
 export { writeOutputs, type OutputFiles } from './report/files.js';
 export { occlusionFiles, localisationFiles } from './report/occlusion.js';
+export { attributionFiles } from './report/attribution.js';
+export { faithfulnessFiles } from './report/faithfulness.js';
 export { invarianceFiles } from './report/invariance.js';
 export { correspondenceFiles, partsSetFiles } from './report/correspondence.js';
 export { probeFiles } from './report/probe.js';

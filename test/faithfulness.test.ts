@@ -10,7 +10,7 @@ import { openShapes } from '../src/data/shapes.js';
 import { Engine } from '../src/engine/engine.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { tensor, type Tensor } from '../src/tensor.js';
-import { gaussianBlur } from '../src/util/resample.js';
+import { gaussianBlur } from '../src/analysis/resample.js';
 
 const model = createZooModel('zfnet-small', { seed: 3 });
 const engine = new Engine(model);

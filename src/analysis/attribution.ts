@@ -2,7 +2,7 @@
 // deconvnet, guided backpropagation), Grad-CAM and Guided Grad-CAM, Integrated Gradients, SmoothGrad and occlusion.
 import type { Engine } from '../engine/engine.js';
 import { tensor, type Tensor } from '../tensor.js';
-import { gaussianBlur } from '../util/resample.js';
+import { gaussianBlur } from './resample.js';
 import type { OnProgress } from '../util/progress.js';
 import { argmaxRows, checkTarget, classLayer, classMask, classScores } from './class-target.js';
 import { gradCam, guidedGradCam } from './gradcam.js';

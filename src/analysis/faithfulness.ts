@@ -11,7 +11,7 @@ import type { Batch } from '../data/batches.js';
 import { median, sizeOf, tensor, type Tensor } from '../tensor.js';
 import type { OnProgress } from '../util/progress.js';
 import type { Rect } from '../util/rect.js';
-import { gaussianBlur } from '../util/resample.js';
+import { gaussianBlur } from './resample.js';
 import { attribute, type AttributionMethod, type AttributionOptions } from './attribution.js';
 import { classLayer } from './class-target.js';
 

@@ -4,7 +4,7 @@ import type { Engine } from '../engine/engine.js';
 import { Landmarks } from '../model/landmarks.js';
 import { findLayer } from '../model/layers.js';
 import { tensor, type Tensor } from '../tensor.js';
-import { resizeBilinear, resizeNearest } from '../util/resample.js';
+import { resizeBilinear, resizeNearest } from './resample.js';
 import { classLayer, classMask } from './class-target.js';
 
 export interface GradCam {

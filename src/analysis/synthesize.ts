@@ -12,7 +12,7 @@ import { findLayer } from '../model/layers.js';
 import { tensor, type Tensor } from '../tensor.js';
 import type { OnProgress } from '../util/progress.js';
 import { Rng } from '../util/random.js';
-import { gaussianBlur } from '../util/resample.js';
+import { gaussianBlur } from './resample.js';
 import { Fft, fft2 } from '../util/fft.js';
 
 export type Parameterization = 'pixel' | 'fourier';
