@@ -1,4 +1,5 @@
 // Option defaults are written once, in the option specs: the help shows them and the getters fall back to them.
+import { INTEGRATION_RULES } from '../src/analysis/integrated-gradients.js';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -149,7 +150,20 @@ const READS: Record<string, Record<string, Read>> = {
   topk: {
     ...MODEL_READS, k: int('k', 1), 'per-image': int('per-image', 1), order: choice('order', TOPK_ORDERS), 'per-page': int('per-page', 1),
     'batch-size': int('batch-size', 1), 'project-batch': int('project-batch', 1), rule: choice('rule', BACKWARD_RULES), lrn: choice('lrn', LRN_MODES),
-    'checkpoint-every': int('checkpoint-every', 1),
+    'checkpoint-every': int('checkpoint-every', 1), 'synth-steps': int('synth-steps', 1),
+  },
+  attribute: {
+    ...MODEL_READS, method: str('method'), steps: int('steps', 2), integration: choice('integration', INTEGRATION_RULES), baseline: str('baseline'),
+    samples: int('samples', 1), noise: nonNegative('noise'), seed: int('seed'), batch: int('batch', 1),
+  },
+  faithfulness: {
+    ...MODEL_READS, methods: str('methods'), count: int('count', 1), steps: int('steps', 1), target: choice('target', ['label', 'predicted']),
+    'ig-steps': int('ig-steps', 2), samples: int('samples', 1),
+  },
+  synthesize: {
+    ...MODEL_READS, features: str('features'), objective: choice('objective', ['map', 'unit']), parameterization: choice('parameterization', ['pixel', 'fourier']),
+    steps: int('steps', 1), decay: nonNegative('decay'), blur: nonNegative('blur'), 'blur-every': int('blur-every', 1), 'norm-percentile': nonNegative('norm-percentile'),
+    'contribution-percentile': nonNegative('contribution-percentile'), seed: int('seed'), batch: int('batch', 1),
   },
   invariance: { ...MODEL_READS, count: int('count', 1), batch: int('batch', 1) },
   correspond: {
@@ -198,6 +212,18 @@ describe('every command', () => {
     assert.equal(d('demo', 'scan'), DEMO_DEFAULTS.scan);
     assert.equal(d('project', 'rule'), ZF_SETTINGS.rule);
     assert.equal(d('topk', 'lrn'), ZF_SETTINGS.lrn);
+    const { IG_DEFAULTS } = await import('../src/analysis/integrated-gradients.js');
+    const { SMOOTHGRAD_DEFAULTS } = await import('../src/analysis/smoothgrad.js');
+    const { SYNTHESIS_DEFAULTS } = await import('../src/analysis/synthesize.js');
+    const { CURVE_STEPS } = await import('../src/analysis/faithfulness.js');
+    assert.equal(d('attribute', 'steps'), IG_DEFAULTS.steps);
+    assert.equal(d('attribute', 'integration'), IG_DEFAULTS.integration);
+    assert.equal(d('attribute', 'samples'), SMOOTHGRAD_DEFAULTS.samples);
+    assert.equal(d('attribute', 'noise'), SMOOTHGRAD_DEFAULTS.noise);
+    assert.equal(d('faithfulness', 'steps'), CURVE_STEPS);
+    assert.equal(d('synthesize', 'steps'), SYNTHESIS_DEFAULTS.steps);
+    assert.equal(d('synthesize', 'decay'), SYNTHESIS_DEFAULTS.decay);
+    assert.equal(d('topk', 'synth-steps'), SYNTHESIS_DEFAULTS.steps);
   });
 
   test('the split choices of topk are the dataset splits', () => {

@@ -115,7 +115,7 @@ test('demo --quick runs every step and writes a report whose figures all exist',
   // The faithfulness table of every method, as the demo printed it.
   const table = readFileSync(join(dir, 'attribution', 'faithfulness.md'), 'utf8');
   assert.equal(table.split('\n').filter((l) => /^\| (Saliency|Deconvnet|Guided|Grad-CAM|Integrated|SmoothGrad|Occlusion)/.test(l)).length, 9);
-  assert.ok(r.stdout.includes(table.split('\n')[3]), 'the demo prints the table');
+  assert.ok(r.stderr.includes(table.split('\n')[3]), 'the demo prints the table');
 });
 
 test('demo on a residual graph export: every analysis of a model file runs, with defaults found in its graph', () => {

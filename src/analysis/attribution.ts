@@ -6,7 +6,7 @@ import { gaussianBlur } from './resample.js';
 import type { OnProgress } from '../util/progress.js';
 import { argmaxRows, checkTarget, classLayer, classMask, classScores } from './class-target.js';
 import { gradCam, guidedGradCam } from './gradcam.js';
-import { integratedGradients, type IntegrationRule } from './integrated-gradients.js';
+import { IG_DEFAULTS, integratedGradients, type IntegrationRule } from './integrated-gradients.js';
 import { occlusionMaps, type Fill } from './occlusion.js';
 import { smoothGrad } from './smoothgrad.js';
 
@@ -127,8 +127,8 @@ export async function attribute(engine: Engine, input: Tensor, method: Attributi
     case 'ig': {
       const b = options.baseline ?? 'zero';
       const baseline = b === 'zero' ? tensor([...input.shape]) : b === 'blur' ? blurredBaseline(input) : b;
-      const steps = options.steps ?? 50;
-      const integration = options.integration ?? 'gausslegendre';
+      const steps = options.steps ?? IG_DEFAULTS.steps;
+      const integration = options.integration ?? IG_DEFAULTS.integration;
       const r = await integratedGradients(engine, input, target, { steps, integration, baseline, batch: options.batch, onProgress: options.onProgress });
       return done(r.attribution, { ig: { delta: r.delta, steps, integration, baseline: typeof b === 'string' ? b : 'given' } });
     }

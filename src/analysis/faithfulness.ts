@@ -44,6 +44,8 @@ export interface MethodFaithfulness {
   perImage: { name: string; target: number; deletionAuc: number; insertionAuc: number; hit: boolean | undefined; ms: number }[];
 }
 
+export const CURVE_STEPS = 32;
+
 export interface FaithfulnessOptions {
   /** Equal shares of the pixels removed or restored per point of a curve; default 32. */
   steps?: number;
@@ -97,7 +99,7 @@ function probabilities(scores: Tensor, target: number): number[] {
  * the blurred start (insertion).
  */
 export async function deletionInsertion(engine: Engine, input: Tensor, target: number, order: Int32Array, options: Pick<FaithfulnessOptions, 'steps' | 'blurSigma' | 'batch'> = {}): Promise<Curves> {
-  const steps = options.steps ?? 32;
+  const steps = options.steps ?? CURVE_STEPS;
   if (!(Number.isInteger(steps) && steps >= 1)) throw new Error(`steps must be an integer >= 1, got ${steps}`);
   const [, c, h, w] = input.shape;
   const plane = h * w;
@@ -139,7 +141,7 @@ export function pointingHit(scores: Float32Array, width: number, box: Rect): boo
 /** Every method on every image: the table `convscope faithfulness` prints. */
 export async function faithfulness(engine: Engine, items: FaithfulnessItem[], methods: readonly AttributionMethod[], options: FaithfulnessOptions = {}): Promise<MethodFaithfulness[]> {
   if (items.length === 0) throw new Error('faithfulness needs at least one image');
-  const steps = options.steps ?? 32;
+  const steps = options.steps ?? CURVE_STEPS;
   const results: MethodFaithfulness[] = [];
   let done = 0;
   for (const method of methods) {

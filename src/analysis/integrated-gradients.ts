@@ -62,6 +62,9 @@ export function integrationPoints(rule: IntegrationRule, n: number): { alphas: n
   }
 }
 
+/** Captum's defaults (n_steps 50, Gauss-Legendre) and the engine batch. */
+export const IG_DEFAULTS = { steps: 50, integration: 'gausslegendre' as IntegrationRule, batch: 16 };
+
 export interface IntegratedGradientsOptions {
   /** Points on the path (Captum's n_steps); default 50. */
   steps?: number;
@@ -87,10 +90,10 @@ export interface IntegratedGradients {
 export async function integratedGradients(engine: Engine, input: Tensor, target: number, options: IntegratedGradientsOptions = {}): Promise<IntegratedGradients> {
   if (input.shape[0] !== 1) throw new Error('integratedGradients takes one image');
   checkTarget(engine, target);
-  const { alphas, weights } = integrationPoints(options.integration ?? 'gausslegendre', options.steps ?? 50);
+  const { alphas, weights } = integrationPoints(options.integration ?? IG_DEFAULTS.integration, options.steps ?? IG_DEFAULTS.steps);
   const baseline = options.baseline ?? tensor([...input.shape]);
   if (baseline.shape.join(',') !== input.shape.join(',')) throw new Error(`baseline has shape [${baseline.shape}], the input [${input.shape}]`);
-  const batch = options.batch ?? 16;
+  const batch = options.batch ?? IG_DEFAULTS.batch;
   if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`batch must be an integer >= 1, got ${batch}`);
   const per = sizeOf(input.shape);
   const diff = new Float32Array(per);

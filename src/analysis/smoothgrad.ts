@@ -6,6 +6,8 @@ import type { OnProgress } from '../util/progress.js';
 import { Rng } from '../util/random.js';
 import { checkTarget, classLayer, classMask } from './class-target.js';
 
+export const SMOOTHGRAD_DEFAULTS = { samples: 16, noise: 0.15, seed: 0, batch: 16 };
+
 export interface SmoothGradOptions {
   /** Noisy copies; default 16. */
   samples?: number;
@@ -51,12 +53,12 @@ export function smoothGradNoise(input: Tensor, samples: number, noise: number, s
 export async function smoothGrad(engine: Engine, input: Tensor, target: number, options: SmoothGradOptions = {}): Promise<SmoothGrad> {
   if (input.shape[0] !== 1) throw new Error('smoothGrad takes one image');
   checkTarget(engine, target);
-  const drawn = options.noiseTensor ? undefined : smoothGradNoise(input, options.samples ?? 16, options.noise ?? 0.15, options.seed ?? 0);
+  const drawn = options.noiseTensor ? undefined : smoothGradNoise(input, options.samples ?? SMOOTHGRAD_DEFAULTS.samples, options.noise ?? SMOOTHGRAD_DEFAULTS.noise, options.seed ?? SMOOTHGRAD_DEFAULTS.seed);
   const noise = options.noiseTensor ?? drawn!.noise;
   if (noise.shape.length !== 4 || noise.shape.slice(1).join(',') !== input.shape.slice(1).join(',')) {
     throw new Error(`noise has shape [${noise.shape}], expected [samples, ${input.shape.slice(1)}]`);
   }
-  const batch = options.batch ?? 16;
+  const batch = options.batch ?? SMOOTHGRAD_DEFAULTS.batch;
   if (!(Number.isInteger(batch) && batch >= 1)) throw new Error(`batch must be an integer >= 1, got ${batch}`);
   const samples = noise.shape[0];
   const per = sizeOf(input.shape);

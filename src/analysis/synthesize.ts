@@ -17,6 +17,8 @@ import { Fft, fft2 } from '../util/fft.js';
 
 export type Parameterization = 'pixel' | 'fourier';
 
+export const SYNTHESIS_DEFAULTS = { steps: 200, pixelLr: 6, fourierLr: 0.05, decay: 0.002, blurSigma: 0.5, blurEvery: 4, batch: 32 };
+
 export interface SynthesisOptions {
   /** Maximise the map's mean ('map', default) or its centre unit ('unit'); vector layers have one unit per feature. */
   objective?: 'map' | 'unit';
@@ -200,15 +202,15 @@ export async function synthesize(engine: Engine, layer: string, features: readon
   for (const f of features) if (!(Number.isInteger(f) && f >= 0 && f < maps)) throw new Error(`feature ${f} is out of range for layer ${layer}, which has ${maps} (0..${maps - 1})`);
   if (features.length === 0) throw new Error('synthesize needs at least one feature');
   const objective = options.objective ?? 'map';
-  const steps = options.steps ?? 200;
+  const steps = options.steps ?? SYNTHESIS_DEFAULTS.steps;
   const mode = options.parameterization ?? 'pixel';
-  const lr = options.lr ?? (mode === 'fourier' ? 0.05 : 6);
-  const decay = options.decay ?? 0.002;
-  const blurSigma = options.blurSigma ?? 0.5;
-  const blurEvery = options.blurEvery ?? 4;
+  const lr = options.lr ?? (mode === 'fourier' ? SYNTHESIS_DEFAULTS.fourierLr : SYNTHESIS_DEFAULTS.pixelLr);
+  const decay = options.decay ?? SYNTHESIS_DEFAULTS.decay;
+  const blurSigma = options.blurSigma ?? SYNTHESIS_DEFAULTS.blurSigma;
+  const blurEvery = options.blurEvery ?? SYNTHESIS_DEFAULTS.blurEvery;
   const normPct = options.normPercentile ?? 0;
   const contribPct = options.contributionPercentile ?? 0;
-  const batch = options.batch ?? 32;
+  const batch = options.batch ?? SYNTHESIS_DEFAULTS.batch;
   for (const [name, v, lo, hi] of [['steps', steps, 1, Infinity], ['batch', batch, 1, Infinity], ['blurEvery', blurEvery, 1, Infinity]] as const) {
     if (!(Number.isInteger(v) && v >= lo && v <= hi)) throw new Error(`${name} must be an integer >= ${lo}, got ${v}`);
   }

@@ -1,6 +1,7 @@
 // `convscope attribute`: parse options, call src/analysis/attribution.ts, write the maps and figures.
 import { ATTRIBUTION_METHODS, attribute, type Baseline } from '../analysis/attribution.js';
-import { INTEGRATION_RULES } from '../analysis/integrated-gradients.js';
+import { IG_DEFAULTS, INTEGRATION_RULES } from '../analysis/integrated-gradients.js';
+import { SMOOTHGRAD_DEFAULTS } from '../analysis/smoothgrad.js';
 import { Engine } from '../engine/engine.js';
 import { attributionFiles } from '../report/attribution.js';
 import { writeOutputs } from '../report/files.js';
@@ -31,15 +32,15 @@ export const attributeCommand: Command = {
     method: { value: true, help: `all, or a comma-separated list of ${ATTRIBUTION_METHODS.join(', ')}`, default: 'all' },
     target: { value: true, help: 'class to explain (default: the predicted class)' },
     layer: { value: true, help: "Grad-CAM's layer, any layer with spatial maps (default: the model's deepest rectified feature map)" },
-    steps: { value: true, help: 'Integrated Gradients: points on the path', default: 50 },
-    integration: { value: true, help: `Integrated Gradients: ${INTEGRATION_RULES.join(', ')}`, default: 'gausslegendre' },
+    steps: { value: true, help: 'Integrated Gradients: points on the path', default: IG_DEFAULTS.steps },
+    integration: { value: true, help: `Integrated Gradients: ${INTEGRATION_RULES.join(', ')}`, default: IG_DEFAULTS.integration },
     baseline: { value: true, help: 'Integrated Gradients: zero (the mean image after mean subtraction), blur (the image blurred, sigma = side/16) or a .npy of the input\'s shape', default: 'zero' },
-    samples: { value: true, help: 'SmoothGrad: noisy copies', default: 16 },
-    noise: { value: true, help: "SmoothGrad: noise standard deviation as a fraction of the input's range", default: 0.15 },
-    seed: { value: true, help: 'SmoothGrad: seed of the noise', default: 0 },
+    samples: { value: true, help: 'SmoothGrad: noisy copies', default: SMOOTHGRAD_DEFAULTS.samples },
+    noise: { value: true, help: "SmoothGrad: noise standard deviation as a fraction of the input's range", default: SMOOTHGRAD_DEFAULTS.noise },
+    seed: { value: true, help: 'SmoothGrad: seed of the noise', default: SMOOTHGRAD_DEFAULTS.seed },
     window: { value: true, help: 'occlusion: side of the square (default as occlude)' },
     stride: { value: true, help: 'occlusion: step between positions (default as occlude)' },
-    batch: { value: true, help: 'images per engine call for Integrated Gradients and SmoothGrad', default: 16 },
+    batch: { value: true, help: 'images per engine call for Integrated Gradients and SmoothGrad', default: IG_DEFAULTS.batch },
     out: { value: true, help: 'output folder: METHOD.npy, METHOD.png, attributions.png, attribution.json' },
   },
   async run(o) {

@@ -9,7 +9,7 @@ import { correspondence, datasetPartsSet, paperLayers57, prepareImages } from '.
 import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
 import { invarianceCurves, paperLayers, paperSweeps, type NamedResult } from '../analysis/invariance.js';
 import { ATTRIBUTION_METHODS, attributeAll } from '../analysis/attribution.js';
-import { faithfulness, itemsOf, type FaithfulnessItem } from '../analysis/faithfulness.js';
+import { CURVE_STEPS, faithfulness, itemsOf, type FaithfulnessItem } from '../analysis/faithfulness.js';
 import { localisationItems, localisationScore, occlusionMaps } from '../analysis/occlusion.js';
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
@@ -187,7 +187,7 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       const items: FaithfulnessItem[] = [];
       for await (const b of batches(held, { input: model.input, preprocess: model.preprocess, batchSize: 32, indices: firstN(s.faithfulness, held.size) })) items.push(...itemsOf(b));
       const rows = await faithfulness(engine, items, ATTRIBUTION_METHODS, { onProgress: new Progress('faithfulness', 0, 'attributions').report });
-      const { files, markdown } = await faithfulnessFiles({ model: model.name, data: held.name, images: items.length, steps: 32, target: 'label', rows });
+      const { files, markdown } = await faithfulnessFiles({ model: model.name, data: held.name, images: items.length, steps: CURVE_STEPS, target: 'label', rows });
       writeOutputs(at('attribution'), files);
       log(markdown);
     });

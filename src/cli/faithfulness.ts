@@ -1,6 +1,8 @@
 // `convscope faithfulness`: parse options, call src/analysis/faithfulness.ts on held-out images, print and write the table.
 import { ATTRIBUTION_METHODS, type AttributionMethod } from '../analysis/attribution.js';
-import { faithfulness, itemsOf, type FaithfulnessItem } from '../analysis/faithfulness.js';
+import { CURVE_STEPS, faithfulness, itemsOf, type FaithfulnessItem } from '../analysis/faithfulness.js';
+import { IG_DEFAULTS } from '../analysis/integrated-gradients.js';
+import { SMOOTHGRAD_DEFAULTS } from '../analysis/smoothgrad.js';
 import { batches, skippedSummary } from '../data/batches.js';
 import { Engine } from '../engine/engine.js';
 import { faithfulnessFiles } from '../report/faithfulness.js';
@@ -28,11 +30,11 @@ export const faithfulnessCommand: Command = {
     ...DATA_OPTIONS,
     methods: { value: true, help: `all, or a comma-separated list of ${ATTRIBUTION_METHODS.join(', ')}`, default: 'all' },
     count: { value: true, help: 'held-out images to score', default: 20 },
-    steps: { value: true, help: 'points of each deletion and insertion curve (equal shares of the pixels)', default: 32 },
+    steps: { value: true, help: 'points of each deletion and insertion curve (equal shares of the pixels)', default: CURVE_STEPS },
     target: { value: true, help: 'class to explain: label (the true class) or predicted', default: 'label' },
     layer: { value: true, help: "Grad-CAM's layer (default: the model's deepest rectified feature map)" },
-    'ig-steps': { value: true, help: 'Integrated Gradients: points on the path', default: 50 },
-    samples: { value: true, help: 'SmoothGrad: noisy copies', default: 16 },
+    'ig-steps': { value: true, help: 'Integrated Gradients: points on the path', default: IG_DEFAULTS.steps },
+    samples: { value: true, help: 'SmoothGrad: noisy copies', default: SMOOTHGRAD_DEFAULTS.samples },
     out: { value: true, help: 'output folder: faithfulness.md, faithfulness.json, faithfulness.png' },
   },
   async run(o) {

@@ -1,5 +1,5 @@
 // `convscope synthesize`: parse options, call src/analysis/synthesize.ts, write the images, their figure and values.
-import { synthesize, type Parameterization } from '../analysis/synthesize.js';
+import { synthesize, SYNTHESIS_DEFAULTS, type Parameterization } from '../analysis/synthesize.js';
 import { inputToImage } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
 import { Landmarks } from '../model/landmarks.js';
@@ -20,16 +20,16 @@ export const synthesizeCommand: Command = {
     features: { value: true, help: "feature maps (or units of a vector layer): all, or a list such as 0-7,12", default: '0-7' },
     objective: { value: true, help: 'map (the map\'s mean) or unit (its centre unit)', default: 'map' },
     parameterization: { value: true, help: 'pixel (gradient ascent on pixels with the regularisers below) or fourier (Olah et al.)', default: 'pixel' },
-    steps: { value: true, help: 'gradient-ascent steps', default: 200 },
-    lr: { value: true, help: 'step length (rms of an update): pixel units for pixel, about pre-tanh units for fourier (default 6 / 0.05)' },
-    decay: { value: true, help: 'pixel: L2 decay per step', default: 0.002 },
-    blur: { value: true, help: 'pixel: Gaussian blur sigma in pixels, 0 for none', default: 0.5 },
-    'blur-every': { value: true, help: 'pixel: steps between blurs', default: 4 },
+    steps: { value: true, help: 'gradient-ascent steps', default: SYNTHESIS_DEFAULTS.steps },
+    lr: { value: true, help: `step length (rms of an update): pixel units for pixel, about pre-tanh units for fourier (default ${SYNTHESIS_DEFAULTS.pixelLr} / ${SYNTHESIS_DEFAULTS.fourierLr})` },
+    decay: { value: true, help: 'pixel: L2 decay per step', default: SYNTHESIS_DEFAULTS.decay },
+    blur: { value: true, help: 'pixel: Gaussian blur sigma in pixels, 0 for none', default: SYNTHESIS_DEFAULTS.blurSigma },
+    'blur-every': { value: true, help: 'pixel: steps between blurs', default: SYNTHESIS_DEFAULTS.blurEvery },
     jitter: { value: true, help: 'random shift per step in pixels (default: 1/32 of the input side)' },
     'norm-percentile': { value: true, help: 'pixel: zero the pixels whose norm is below this percentile', default: 0 },
     'contribution-percentile': { value: true, help: 'pixel: zero the pixels whose contribution |x . gradient| is below this percentile', default: 0 },
     seed: { value: true, help: 'seed of the start and the jitter', default: 0 },
-    batch: { value: true, help: 'features per engine call', default: 32 },
+    batch: { value: true, help: 'features per engine call', default: SYNTHESIS_DEFAULTS.batch },
     out: { value: true, help: 'output folder: synthesis.npy [F,C,H,W], synthesis.png, synthesis.json' },
   },
   async run(o) {

@@ -1,4 +1,5 @@
 // `convscope topk`: parses options and calls the top-k scan and its figure writer.
+import { SYNTHESIS_DEFAULTS } from '../analysis/synthesize.js';
 import { join } from 'node:path';
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
@@ -45,7 +46,7 @@ export const topkCommand: Command = {
     lrn: { value: true, help: 'LRN on the way down: gradient or identity', default: ZF_SETTINGS.lrn },
     'checkpoint-every': { value: true, help: 'batches between checkpoints of the scan', default: 20 },
     synthesize: { value: false, help: 'beside each feature, a synthetic image that maximises its map (activation maximisation, see `convscope synthesize`)' },
-    'synth-steps': { value: true, help: 'with --synthesize: gradient-ascent steps', default: 200 },
+    'synth-steps': { value: true, help: 'with --synthesize: gradient-ascent steps', default: SYNTHESIS_DEFAULTS.steps },
     resume: { value: false, help: 'continue the scan from OUT/checkpoint.json (same model, data and options)' },
     out: { value: true, help: 'output folder: index.json, LAYER/page-NN.png, LAYER/projections.npy, checkpoint.json' },
   },

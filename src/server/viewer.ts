@@ -73,8 +73,6 @@ export const MAX_ACTIVE_JOBS = 4;
 
 /** The attribution methods the viewer computes on request: occlusion has its own job, as it takes seconds. */
 export const VIEWER_METHODS: readonly AttributionMethod[] = ATTRIBUTION_METHODS.filter((m) => m !== 'occlusion');
-/** Gradient-ascent steps of a synthetic image made on request (without a --topk folder that has them). */
-const SYNTHESIS_STEPS = 200;
 
 export class Viewer {
   readonly engine: Engine;
@@ -340,7 +338,7 @@ export class Viewer {
         s = Promise.resolve({ image: inputToImage(input, this.model.preprocess), value: fromIndex.features[feature].synthetic!, source: 'topk' as const });
       } else {
         s = this.queue
-          .run(() => synthesize(this.engine, layer, [feature], { steps: SYNTHESIS_STEPS }))
+          .run(() => synthesize(this.engine, layer, [feature]))
           .then((r) => ({ image: inputToImage(r.images, this.model.preprocess), value: r.final[0], source: 'live' as const }));
       }
       s.catch(() => this.syntheticCache.delete(key));
