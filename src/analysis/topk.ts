@@ -188,3 +188,29 @@ export async function scanTopk(engine: Engine, ds: Dataset, options: TopkOptions
     ...(options.resume ? { resumedAt: startBatch } : {}),
   };
 }
+
+/**
+ * The top-k of scans over disjoint parts of one dataset (shards), as one scan of all of it would give: every entry
+ * offered to fresh heaps under the tie rule, so the result depends neither on how the data was cut nor on the order
+ * the parts arrive. Skipped files are listed part by part, in the order given.
+ */
+export function mergeTopk(parts: readonly TopkResult[]): TopkResult {
+  if (parts.length === 0) throw new Error('mergeTopk needs at least one part');
+  const [first] = parts;
+  for (const p of parts) {
+    const same = p.model === first.model && p.dataset === first.dataset && p.k === first.k && p.perImage === first.perImage &&
+      p.layers.length === first.layers.length && p.layers.every((l, i) => l.layer === first.layers[i].layer && l.shape.join(',') === first.layers[i].shape.join(','));
+    if (!same) throw new Error(`cannot merge top-k parts of different scans (${p.model} on ${p.dataset} vs ${first.model} on ${first.dataset})`);
+  }
+  const layers = first.layers.map((l, i) => {
+    const heaps = new FeatureHeaps(l.shape[0], first.k);
+    for (const p of parts) p.layers[i].features.forEach((entries, f) => entries.forEach((e) => heaps.offer(f, e.value, e.image, e.y, e.x)));
+    return { layer: l.layer, shape: l.shape, features: Array.from({ length: l.shape[0] }, (_, f) => heaps.sorted(f)) };
+  });
+  return {
+    model: first.model, dataset: first.dataset, k: first.k, perImage: first.perImage,
+    images: parts.reduce((a, p) => a + p.images, 0),
+    skipped: parts.flatMap((p) => p.skipped),
+    layers,
+  };
+}

@@ -11,6 +11,8 @@ export interface OptionSpec {
    * A default that depends on the data or the model is explained in `help` instead, and the command computes it.
    */
   default?: string | number;
+  /** May be given several times (`--allow a --allow b`); read with `list`. */
+  repeatable?: boolean;
 }
 
 /**
@@ -75,6 +77,13 @@ export class Options {
     return v as T;
   }
 
+  /** Every value of a repeatable option, in the order given (empty when absent). */
+  list(name: string): string[] {
+    const v = this.values.get(this.known(name));
+    if (!this.specs[name].repeatable) throw new Error(`${this.command} reads --${name} as a list, which its spec does not allow`);
+    return typeof v === 'string' ? v.split('\0') : [];
+  }
+
   flag(name: string): boolean {
     return this.values.get(this.known(name)) === true;
   }
@@ -106,7 +115,9 @@ export function parseOptions(command: string, argv: string[], specs: Record<stri
     }
     const v = inline ?? argv[++i];
     if (v === undefined) throw new UsageError(`--${name} needs a value`);
-    values.set(name, v);
+    const earlier = values.get(name);
+    // A repeatable option's values are kept NUL-separated: no path or name a user types contains a NUL.
+    values.set(name, spec.repeatable && typeof earlier === 'string' ? `${earlier}\0${v}` : v);
   }
   return new Options(command, values, specs);
 }

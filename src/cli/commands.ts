@@ -28,6 +28,7 @@ import { serveCommand } from './serve.js';
 import { attributeCommand } from './attribute.js';
 import { faithfulnessCommand } from './faithfulness.js';
 import { synthesizeCommand } from './synthesize.js';
+import { workerCommand } from './worker.js';
 
 /** A file's identity: its device and inode when it exists (links and ./ spellings agree), else its absolute path. */
 function fileIdentity(path: string): string {
@@ -74,6 +75,7 @@ export const COMMANDS: Record<string, Command> = {
   filters: filtersCommand,
   'compare-arch': compareArchCommand,
   serve: serveCommand,
+  worker: workerCommand,
   inspect: {
     summary: 'layer table: output shapes, receptive fields, parameters, FLOPs',
     options: {

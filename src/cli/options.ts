@@ -2,8 +2,8 @@
 import type { Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
 import { loadInput } from '../data/image.js';
-import { validatePreprocess, type Model } from '../model/layers.js';
-import { loadModel } from '../model/load.js';
+import type { Model } from '../model/layers.js';
+import { loadModel, withPreprocess } from '../model/load.js';
 import { resolveLayer } from '../model/names.js';
 import { ZOO_NAMES } from '../model/zoo.js';
 import { assertFinite, readNpy, type Tensor } from '../tensor.js';
@@ -19,15 +19,12 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
 export function modelFrom(o: Options): Model {
   const model = loadModel(o.required('model'), { seed: o.int('model-seed') });
   const channels = model.input[0];
+  const given = { mean: o.numbers('mean'), std: o.numbers('std') };
   for (const key of ['mean', 'std'] as const) {
-    const v = o.numbers(key);
-    if (!v) continue;
-    if (v.length !== channels) throw new UsageError(`--${key} needs ${channels} values for this ${channels}-channel model, got ${v.length}`);
-    model.preprocess[key] = v;
-    if (key === 'mean') delete model.preprocess.meanImage;
+    const v = given[key];
+    if (v && v.length !== channels) throw new UsageError(`--${key} needs ${channels} values for this ${channels}-channel model, got ${v.length}`);
   }
-  validatePreprocess(model.preprocess, channels);
-  return model;
+  return withPreprocess(model, given);
 }
 
 /** A layer option as the user typed it (a layer, a module or an ONNX name), resolved against the model. */
@@ -73,12 +70,16 @@ export async function datasetFrom(o: Options, split: Split, key = 'data') {
 }
 
 /** The held-out split used for validation: `val` where the dataset has one, else `test` (IDX sets have no val). */
-export async function validationSet(o: Options) {
+export async function validationSplit(o: Options): Promise<{ ds: Awaited<ReturnType<typeof datasetFrom>>; split: 'val' | 'test' }> {
   try {
-    return await datasetFrom(o, 'val');
+    return { ds: await datasetFrom(o, 'val'), split: 'val' };
   } catch {
-    return datasetFrom(o, 'test');
+    return { ds: await datasetFrom(o, 'test'), split: 'test' };
   }
+}
+
+export async function validationSet(o: Options) {
+  return (await validationSplit(o)).ds;
 }
 
 /** Indices from `all` or a list such as `0-7,12` (in the order given), each below `count`. */

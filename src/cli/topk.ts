@@ -1,23 +1,26 @@
 // `convscope topk`: parses options and calls the top-k scan and its figure writer.
-import { SYNTHESIS_DEFAULTS } from '../analysis/synthesize.js';
 import { join } from 'node:path';
+import { SYNTHESIS_DEFAULTS } from '../analysis/synthesize.js';
+import { parseQueueUrl } from '../distributed/connection.js';
+import { distributedTopk } from '../distributed/topk.js';
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
 import { skippedSummary } from '../data/batches.js';
-import { SPLITS, type Dataset } from '../data/dataset.js';
+import { SPLITS, type Dataset, type Split } from '../data/dataset.js';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { ZF_SETTINGS } from '../analysis/project.js';
-import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, layersOption, modelFrom, validationSet } from './options.js';
+import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, layersOption, modelFrom, validationSplit } from './options.js';
 import { writeTopk } from '../report/topk.js';
 import { fileCheckpoint } from '../util/checkpoint.js';
 import { Progress } from './progress.js';
 import { UsageError, type Options, type Command } from './args.js';
 
 /** The paper's Fig. 2 uses the validation set; IDX data has none, so its test set stands in. */
-async function scanSet(o: Options): Promise<Dataset> {
-  if (!o.has('split')) return validationSet(o);
-  return datasetFrom(o, o.choice('split', SPLITS));
+async function scanSet(o: Options): Promise<{ ds: Dataset; split: Split }> {
+  if (!o.has('split')) return validationSplit(o);
+  const split = o.choice('split', SPLITS);
+  return { ds: await datasetFrom(o, split), split };
 }
 
 function firstIndices(ds: Dataset, limit: number | undefined): number[] | undefined {
@@ -47,7 +50,9 @@ export const topkCommand: Command = {
     'checkpoint-every': { value: true, help: 'batches between checkpoints of the scan', default: 20 },
     synthesize: { value: false, help: 'beside each feature, a synthetic image that maximises its map (activation maximisation, see `convscope synthesize`)' },
     'synth-steps': { value: true, help: 'with --synthesize: gradient-ascent steps', default: SYNTHESIS_DEFAULTS.steps },
-    resume: { value: false, help: 'continue the scan from OUT/checkpoint.json (same model, data and options)' },
+    resume: { value: false, help: 'continue the scan from OUT/checkpoint.json (same model, data and options); with --queue, reuse the shards workers finished' },
+    queue: { value: true, help: 'scan on workers (convscope worker) through Redis: redis://[:password@]HOST:PORT[/DB]; the result is the local one' },
+    'shard-size': { value: true, help: 'with --queue: images per job', default: 1000 },
     out: { value: true, help: 'output folder: index.json, LAYER/page-NN.png, LAYER/projections.npy, checkpoint.json' },
   },
   async run(o) {
@@ -68,16 +73,31 @@ export const topkCommand: Command = {
     const engine = new Engine(model);
     try {
       const layers = resolveTopkLayers(engine, requested);
-      const ds = await scanSet(o);
+      const { ds, split } = await scanSet(o);
       const indices = firstIndices(ds, limit);
       const total = indices?.length ?? ds.size;
       process.stderr.write(`topk: ${model.name} on ${ds.name}, ${total} images, layers ${layers.join(', ')}; k ${k}, at most ${perImage} per image\n`);
-      const scanBar = new Progress('topk scan', total, 'images');
-      const result = await scanTopk(engine, ds, {
-        layers, k, perImage, batchSize, indices,
-        checkpoint: fileCheckpoint(join(out, 'checkpoint.json')), checkpointEvery: every, resume: o.flag('resume'),
-        onProgress: (done) => scanBar.update(done),
-      });
+      const result = o.has('queue')
+        ? await distributedTopk({
+            address: parseQueueUrl(o.required('queue')),
+            model: { path: o.required('model'), seed: o.int('model-seed'), mean: o.numbers('mean'), std: o.numbers('std') },
+            data: { spec: o.required('data'), split, ...(o.string('data-path') ? { dataPath: o.string('data-path') } : {}) },
+            layers, k, perImage, batchSize,
+            indices: indices ?? Array.from({ length: ds.size }, (_, i) => i),
+            shardSize: o.int('shard-size', 1),
+            resume: o.flag('resume'),
+            onProgress: ((bar) => (done: number, all: number, note: string) => bar.update(done, all, note))(new Progress('topk shards', 0, 'shards')),
+          })
+        : await (async () => {
+            const scanBar = new Progress('topk scan', total, 'images');
+            return scanTopk(engine, ds, {
+              layers, k, perImage, batchSize, indices,
+              checkpoint: fileCheckpoint(join(out, 'checkpoint.json')), checkpointEvery: every, resume: o.flag('resume'),
+              onProgress: (done) => scanBar.update(done),
+            });
+          })();
+      const reused = 'resumedShards' in result ? Number(result.resumedShards) : 0;
+      if (reused > 0) process.stderr.write(`topk: reused ${reused} shards finished before\n`);
       if (result.resumedAt !== undefined) process.stderr.write(`topk: resumed the scan at batch ${result.resumedAt}\n`);
       if (result.skipped.length > 0) process.stderr.write(`topk: ${skippedSummary(result.skipped)}\n`);
       if (result.images === 0) throw new Error(`${ds.name}: no readable images to scan`);

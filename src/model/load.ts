@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { validateModel, type Model } from './layers.js';
+import { validateModel, validatePreprocess, type Model } from './layers.js';
 import { modelFromOnnx } from './onnx-import.js';
 import { modelFromSafetensors } from './safetensors.js';
 import { createZooModel, isZooName, ZOO_NAMES, type ZooOptions } from './zoo.js';
@@ -20,5 +20,19 @@ export function loadModel(spec: string, zooOptions: ZooOptions = {}): Model {
     else throw new Error(`model file ${spec}: expected a .onnx or .safetensors file`);
   }
   validateModel(model);
+  return model;
+}
+
+/** The model's preprocessing with a per-channel mean (replacing any mean image) and std given instead, validated. */
+export function withPreprocess(model: Model, given: { mean?: number[]; std?: number[] }): Model {
+  const channels = model.input[0];
+  for (const key of ['mean', 'std'] as const) {
+    const v = given[key];
+    if (!v) continue;
+    if (v.length !== channels) throw new Error(`--${key} needs ${channels} values for this ${channels}-channel model, got ${v.length}`);
+    model.preprocess[key] = v;
+    if (key === 'mean') delete model.preprocess.meanImage;
+  }
+  validatePreprocess(model.preprocess, channels);
   return model;
 }

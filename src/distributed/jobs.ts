@@ -1,0 +1,83 @@
+// What a job carries: paths and options, never code. A worker checks every path against the roots it was started
+// with before it opens anything.
+import { existsSync, realpathSync } from 'node:fs';
+import { isAbsolute, relative, resolve } from 'node:path';
+import type { TopkEntry } from '../analysis/topk-heaps.js';
+import { FASHION_MNIST_DIR, type Skipped } from '../data/dataset.js';
+
+/** How a worker loads the model: a file path (or a zoo name) and what `--model-seed`, `--mean`, `--std` set. */
+export interface ModelRef {
+  path: string;
+  seed: number;
+  mean?: number[];
+  std?: number[];
+}
+
+/** A dataset spec as `--data` takes it, the split, and `--data-path`. */
+export interface DataRef {
+  spec: string;
+  split: 'train' | 'val' | 'test';
+  dataPath?: string;
+}
+
+/** One shard of a top-k scan: these dataset indices, scanned as `scanTopk` would. */
+export interface TopkShardJob {
+  run: string;
+  shard: number;
+  model: ModelRef;
+  data: DataRef;
+  layers: string[];
+  k: number;
+  perImage: number;
+  batchSize: number;
+  indices: number[];
+}
+
+/** A shard's heaps, entries as [value, image, y, x] (JSON-compact), and what it read and skipped. */
+export interface TopkShardResult {
+  shard: number;
+  images: number;
+  skipped: Skipped[];
+  layers: { layer: string; shape: [number, number, number]; features: [number, number, number, number][][] }[];
+  model: string;
+  dataset: string;
+}
+
+export const TOPK_SHARD = 'topk-shard';
+
+export function entriesToJson(features: TopkEntry[][]): [number, number, number, number][][] {
+  return features.map((es) => es.map((e) => [e.value, e.image, e.y, e.x]));
+}
+
+export function entriesFromJson(features: [number, number, number, number][][]): TopkEntry[][] {
+  return features.map((es) => es.map(([value, image, y, x]) => ({ value, image, y, x })));
+}
+
+/** The real path of an existing file, or the resolved path of one that does not exist (it then fails to open). */
+function realOrResolved(path: string): string {
+  const abs = resolve(path);
+  return existsSync(abs) ? realpathSync(abs) : abs;
+}
+
+/** Refuses a path outside every allowed root (symbolic links followed, so a link cannot lead out). */
+export function checkAllowed(path: string, roots: readonly string[], what: string): void {
+  const real = realOrResolved(path);
+  const inside = roots.some((root) => {
+    const rel = relative(realOrResolved(root), real);
+    return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+  });
+  if (!inside) throw new Error(`${what} ${path} is outside the roots this worker serves (--allow ${roots.join(', ')})`);
+}
+
+/**
+ * The paths a job would open: the model file (not a zoo name) and the data: nothing for the built-in shapes, the
+ * Fashion-MNIST folder, else the spec itself (a folder, an IDX file or prefix) without its class filter.
+ */
+export function jobPaths(model: ModelRef, data: DataRef, isZooName: (name: string) => boolean): { path: string; what: string }[] {
+  const paths: { path: string; what: string }[] = [];
+  if (!isZooName(model.path)) paths.push({ path: model.path, what: 'model' });
+  const base = data.spec.replace(/[:,]classes=.*$/, '');
+  if (base === 'fashion-mnist') paths.push({ path: data.dataPath ?? FASHION_MNIST_DIR, what: 'data' });
+  else if (!(base === 'shapes' || base.startsWith('shapes:'))) paths.push({ path: base, what: 'data' });
+  return paths;
+}
