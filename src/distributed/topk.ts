@@ -64,27 +64,57 @@ export async function distributedTopk(o: DistributedTopkOptions): Promise<TopkRe
     for (let s = 0; s < shards.length; s++) {
       jobs.push(await queue.add(TOPK_SHARD, data(s), { jobId: jobId(s), attempts: o.attempts ?? 3, removeOnComplete: false, removeOnFail: false }));
     }
-    let done = resumedShards;
     let images = 0;
+    const results = new Map<number, TopkShardResult>();
     const report = async () => {
       const workers = await queue.getWorkersCount().catch(() => 0);
-      o.onProgress?.(done, shards.length, `${images} images, ${workers} worker${workers === 1 ? '' : 's'}`);
+      o.onProgress?.(results.size, shards.length, `${images} images, ${workers} worker${workers === 1 ? '' : 's'}`);
     };
     await report();
-    const results = await Promise.all(
-      jobs.map(async (job, s) => {
-        const fetched = await queue.getJob(jobId(s));
-        const value = (fetched && (await fetched.isCompleted()) ? fetched.returnvalue : await job.waitUntilFinished(events)) as TopkShardResult;
-        done++;
-        images += value.images;
-        await report();
-        return value;
-      }),
-    ).catch(async (e: Error) => {
-      throw new Error(`a top-k shard failed ${o.attempts ?? 3} times, stopping the run: ${e.message}`);
+    const shardOf = new Map(jobs.map((job, s) => [job.id!, s]));
+    let timer: ReturnType<typeof setInterval> | undefined;
+    await new Promise<void>((resolveAll, rejectAll) => {
+      let finished = false;
+      // A shard is settled by its job's state, read from Redis: an event only says where to look.
+      const settle = async (id: string): Promise<void> => {
+        const s = shardOf.get(id);
+        if (s === undefined || results.has(s) || finished) return;
+        const job = await queue.getJob(id);
+        const state = job ? await job.getState() : 'missing';
+        if (state === 'completed') {
+          const value = job!.returnvalue as TopkShardResult;
+          results.set(s, value);
+          images += value.images;
+          await report();
+          if (results.size === shards.length) {
+            finished = true;
+            resolveAll();
+          }
+        } else if (state === 'failed' || state === 'missing') {
+          finished = true;
+          rejectAll(new Error(`a top-k shard failed ${o.attempts ?? 3} times, stopping the run: ${job?.failedReason ?? `job ${id} disappeared from the queue`}`));
+        }
+      };
+      const fail = (e: unknown) => {
+        if (finished) return;
+        finished = true;
+        rejectAll(e);
+      };
+      events.on('completed', ({ jobId }) => void settle(jobId).catch(fail));
+      events.on('failed', ({ jobId }) => void settle(jobId).catch(fail));
+      // Jobs that finished before the listeners, and a slow sweep in case an event is lost on a reconnection.
+      const sweep = async () => {
+        for (const id of shardOf.keys()) await settle(id);
+      };
+      timer = setInterval(() => void sweep().catch(fail), 10_000);
+      void sweep().catch(fail);
+    }).finally(() => {
+      clearInterval(timer);
+      events.removeAllListeners('completed');
+      events.removeAllListeners('failed');
     });
     const merged = mergeTopk(
-      results.sort((a, b) => a.shard - b.shard).map((r) => ({
+      [...results.values()].sort((a, b) => a.shard - b.shard).map((r) => ({
         model: r.model, dataset: r.dataset, k: o.k, perImage: o.perImage, images: r.images, skipped: r.skipped,
         layers: r.layers.map((l) => ({ layer: l.layer, shape: l.shape, features: entriesFromJson(l.features) })),
       })),
