@@ -13,8 +13,6 @@
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { gradCam } from '../src/analysis/gradcam.js';
 import { argmaxRows, classScores } from '../src/analysis/class-target.js';
 import { integratedGradients } from '../src/analysis/integrated-gradients.js';
@@ -26,7 +24,7 @@ import { importOnnx } from '../src/model/onnx-import.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { encodeNpy, median, readNpy, tensor, type Tensor } from '../src/tensor.js';
 import { Rng } from '../src/util/random.js';
-import { codeCommit, intArg, machineFacts, relError, ROOT, startPeerProcesses } from './common.js';
+import { codeCommit, intArg, machineFacts, relError, ROOT, startPeerProcesses, timeInterleaved } from './common.js';
 import type { PeerProcess } from './peer.js';
 
 const TOLERANCE = 1e-4;
@@ -152,27 +150,7 @@ async function benchModel(name: string, args: Args, peers: PeerProcess[], dir: s
       await check('SmoothGrad', { ...works[2].peer, given_noise: noiseFile }, (await smoothGrad(engine, input, target, { noiseTensor: noise })).attribution);
     }
     const rows: { label: string; ours: number[]; peers: number[][] }[] = [];
-    for (const work of works) {
-      const row = { label: work.label, ours: [] as number[], peers: peers.map(() => [] as number[]) };
-      for (let r = 0; r < args.warmup; r++) {
-        await work.ours();
-        for (const p of peers) await p.request({ cmd: 'run', ...work.peer });
-      }
-      const sides = [
-        async () => {
-          await sleep(args.gap);
-          const t0 = performance.now();
-          await work.ours();
-          row.ours.push(performance.now() - t0);
-        },
-        ...peers.map((p, j) => async () => {
-          await sleep(args.gap);
-          row.peers[j].push((await p.request({ cmd: 'run', ...work.peer })).ms as number);
-        }),
-      ];
-      for (let r = 0; r < args.repeats; r++) for (let k = 0; k < sides.length; k++) await sides[(r + k) % sides.length]();
-      rows.push(row);
-    }
+    for (const work of works) rows.push({ label: work.label, ...(await timeInterleaved(work.ours, peers, work.peer, args)) });
     const header = ['method', 'ours ms', ...peers.flatMap((p) => [`${p.label} (Captum's algorithm) ms`, `${p.label}/ours`])];
     const lines = [
       `### ${name} (3x224x224): median of ${args.repeats} after ${args.warmup} warm-up, interleaved, ${args.gap} ms idle before each call; target = the predicted class ${target}`,

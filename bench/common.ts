@@ -5,6 +5,8 @@ import { availableParallelism, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { maxAbs, type Tensor } from '../src/tensor.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { performance } from 'node:perf_hooks';
 import { PeerProcess } from './peer.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -80,4 +82,35 @@ export function machineFacts(peers: PeerProcess[], threads: number): string {
     }
   }
   return parts.join('; ');
+}
+
+/**
+ * One work timed on our side and on every peer, interleaved repeat by repeat (the first side rotating), after
+ * `warmup` untimed rounds, with `gap` ms idle before each call so that no side's spinning threads steal a core.
+ */
+export async function timeInterleaved(
+  ours: () => Promise<unknown>,
+  peers: readonly PeerProcess[],
+  peerWork: Record<string, unknown>,
+  args: { warmup: number; repeats: number; gap: number },
+): Promise<{ ours: number[]; peers: number[][] }> {
+  const times = { ours: [] as number[], peers: peers.map(() => [] as number[]) };
+  for (let r = 0; r < args.warmup; r++) {
+    await ours();
+    for (const p of peers) await p.request({ cmd: 'run', ...peerWork });
+  }
+  const sides = [
+    async () => {
+      await sleep(args.gap);
+      const t0 = performance.now();
+      await ours();
+      times.ours.push(performance.now() - t0);
+    },
+    ...peers.map((p, j) => async () => {
+      await sleep(args.gap);
+      times.peers[j].push((await p.request({ cmd: 'run', ...peerWork })).ms as number);
+    }),
+  ];
+  for (let r = 0; r < args.repeats; r++) for (let k = 0; k < sides.length; k++) await sides[(r + k) % sides.length]();
+  return times;
 }

@@ -6,14 +6,12 @@
 // and the paper's 50 px at stride 8. Agreement with the peer is checked on each work's result before timing.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { occlusionMaps } from '../src/analysis/occlusion.js';
 import { maxUnit, projectUnits, ZF_SETTINGS } from '../src/analysis/project.js';
 import { Engine } from '../src/engine/engine.js';
 import { importOnnx } from '../src/model/onnx-import.js';
 import { median, readNpy } from '../src/tensor.js';
-import { relError } from './common.js';
+import { relError, timeInterleaved } from './common.js';
 import type { PeerProcess } from './peer.js';
 
 export const GRAPH_MODELS = ['resnet18'] as const;
@@ -101,27 +99,7 @@ export async function benchGraphModel(name: string, args: GraphBenchArgs, peers:
     }
 
     const rows: Row[] = [];
-    for (const work of works) {
-      const row: Row = { label: work.label, n: work.n, ours: [], peers: peers.map(() => []) };
-      for (let r = 0; r < args.warmup; r++) {
-        await work.ours();
-        for (const p of peers) await p.request({ cmd: 'run', ...work.peer });
-      }
-      const sides = [
-        async () => {
-          await sleep(args.gap);
-          const t0 = performance.now();
-          await work.ours();
-          row.ours.push(performance.now() - t0);
-        },
-        ...peers.map((p, j) => async () => {
-          await sleep(args.gap);
-          row.peers[j].push((await p.request({ cmd: 'run', ...work.peer })).ms as number);
-        }),
-      ];
-      for (let r = 0; r < args.repeats; r++) for (let k = 0; k < sides.length; k++) await sides[(r + k) % sides.length]();
-      rows.push(row);
-    }
+    for (const work of works) rows.push({ label: work.label, n: work.n, ...(await timeInterleaved(work.ours, peers, work.peer, args)) });
 
     const header = ['work', 'ours ms', ...peers.flatMap((p) => [`${p.label} ms`, `${p.label}/ours`])];
     const lines = [

@@ -20,16 +20,20 @@ export interface DataRef {
   dataPath?: string;
 }
 
-/** One shard of a top-k scan: these dataset indices, scanned as `scanTopk` would. */
-export interface TopkShardJob {
-  run: string;
-  shard: number;
+/** What a top-k scan is, whichever machine runs it: the model, the data and the scan's settings. */
+export interface TopkScanSpec {
   model: ModelRef;
   data: DataRef;
   layers: string[];
   k: number;
   perImage: number;
   batchSize: number;
+}
+
+/** One shard of a top-k scan: these dataset indices, scanned as `scanTopk` would. */
+export interface TopkShardJob extends TopkScanSpec {
+  run: string;
+  shard: number;
   indices: number[];
 }
 

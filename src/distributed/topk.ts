@@ -8,16 +8,10 @@ import { Queue, QueueEvents, type Job } from 'bullmq';
 import { mergeTopk, type TopkResult } from '../analysis/topk.js';
 import { isZooName } from '../model/zoo.js';
 import { connect, QUEUE_NAME, type QueueAddress } from './connection.js';
-import { entriesFromJson, TOPK_SHARD, type DataRef, type ModelRef, type TopkShardJob, type TopkShardResult } from './jobs.js';
+import { entriesFromJson, TOPK_SHARD, type TopkScanSpec, type TopkShardJob, type TopkShardResult } from './jobs.js';
 
-export interface DistributedTopkOptions {
+export interface DistributedTopkOptions extends TopkScanSpec {
   address: QueueAddress;
-  model: ModelRef;
-  data: DataRef;
-  layers: string[];
-  k: number;
-  perImage: number;
-  batchSize: number;
   /** The dataset indices to scan, in order. */
   indices: number[];
   /** Images per job; default 1000. */
