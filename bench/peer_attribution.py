@@ -64,7 +64,11 @@ class AttributionPeer:
         self.layer_name = msg["layer"]
         self.model64 = None
         dict(self.model.named_modules())[self.layer_name]  # a missing module fails at setup
-        return {"ok": True, "torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas_library()}
+        return {
+            "ok": True, "torch": torch.__version__, "numpy": np.__version__, "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(), "mkldnn": torch.backends.mkldnn.is_available(),
+            "blas": blas_library(),
+        }
 
     def precision(self, msg):
         """The model and input in the precision the request asks for."""

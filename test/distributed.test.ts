@@ -1,6 +1,6 @@
 // Sweeps on workers through Redis (BullMQ): the distributed top-k equals the local one file for file, also when a
-// worker is killed with -9 mid-run and when the coordinator is killed and resumed; a job a worker must refuse stops
-// the run with its reason. Each test run starts its own redis-server on a free loopback port.
+// worker is killed with -9 mid-run and when the coordinator is killed and resumed; so does the localisation score;
+// a job a worker must refuse stops the run with its reason. Each test run starts its own redis-server on a free loopback port.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -144,13 +144,24 @@ describe('distributed top-k through Redis', { timeout: 300_000 }, () => {
     sameAsLocal(join(out, 'resumed'));
   });
 
+  test('the localisation score through the queue, an image per job, equals the local one', async () => {
+    if (workers.filter((w) => w.exitCode === null && w.signalCode === null).length === 0) await startWorker();
+    const args = ['occlude', '--model', 'zfnet-small', '--data', 'shapes:count=64', '--score', '--count', '6'];
+    const local = await finish(cli([...args, '--out', join(out, 'score-local')]));
+    assert.equal(local.code, 0, local.stderr);
+    const remote = await finish(cli([...args, '--queue', url, '--out', join(out, 'score-queue')]));
+    assert.equal(remote.code, 0, remote.stderr);
+    assert.equal(remote.stdout, local.stdout);
+    for (const f of ['score.json', 'score.md']) assert.ok(readFileSync(join(out, 'score-queue', f)).equals(readFileSync(join(out, 'score-local', f))), f);
+  });
+
   test('a job the worker must refuse (a model outside its roots) stops the run after three attempts, in one line', async () => {
     const outside = mkdtempSync(join(tmpdir(), 'convscope-outside-'));
     const model = join(outside, 'model.onnx');
     spawnSync('cp', [join(ROOT, '..', 'shared', 'fixtures', 'small', 'model.onnx'), model]);
     const r = await finish(cli(['topk', '--model', model, '--data', 'shapes:count=16', '--layers', 'relu5', '--queue', url, '--shard-size', '8', '--out', join(out, 'never')]));
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /a top-k shard failed 3 times, stopping the run: model .*model\.onnx is outside the roots this worker serves/);
+    assert.match(r.stderr, /a topk-shard job failed 3 times, stopping the run: model .*model\.onnx is outside the roots this worker serves/);
     assert.ok(!existsSync(join(out, 'never', 'index.json')));
   });
 });

@@ -393,7 +393,15 @@ export interface LocalisationScore {
   score: number;
   /** Chance level: the mean share of grid positions whose occluder centre lies in the box. */
   chance: number;
-  perImage: { name: string; hit: boolean; minimum: [number, number]; box: Rect }[];
+  /** Per image: its minimum's grid position, the box, and its chance (the share of positions centred in the box). */
+  perImage: { name: string; hit: boolean; minimum: [number, number]; box: Rect; chance: number }[];
+}
+
+/** The score of a list of per-image results: hits over images, chance their mean (in list order). */
+export function scoreOf(perImage: LocalisationScore['perImage']): LocalisationScore {
+  const hits = perImage.filter((i) => i.hit).length;
+  const n = Math.max(perImage.length, 1);
+  return { images: perImage.length, hits, score: hits / n, chance: perImage.reduce((a, i) => a + i.chance, 0) / n, perImage };
 }
 
 /**
@@ -406,7 +414,6 @@ export async function localisationScore(
   options: Pick<OcclusionOptions, 'window' | 'stride' | 'fill' | 'batch'> & { onProgress?: OnProgress } = {},
 ): Promise<LocalisationScore> {
   const perImage: LocalisationScore['perImage'] = [];
-  let chance = 0;
   for (const [k, item] of items.entries()) {
     const maps = await occlusionMaps(engine, item.input, { ...options, target: item.label, mode: 'paper', projectAt: [] });
     const { ys, xs, window } = maps.grid;
@@ -416,20 +423,18 @@ export async function localisationScore(
     const centre = (r: number, c: number): [number, number] => [ys[r] + window[0] / 2, xs[c] + window[1] / 2];
     const inside = ([y, x]: [number, number]) => y >= item.box[0] && y < item.box[2] && x >= item.box[1] && x < item.box[3];
     const minimum: [number, number] = [Math.floor(best / xs.length), best % xs.length];
-    perImage.push({ name: item.name, hit: inside(centre(...minimum)), minimum, box: item.box });
     let covered = 0;
     for (let r = 0; r < ys.length; r++) for (let c = 0; c < xs.length; c++) if (inside(centre(r, c))) covered++;
-    chance += covered / (ys.length * xs.length);
+    perImage.push({ name: item.name, hit: inside(centre(...minimum)), minimum, box: item.box, chance: covered / (ys.length * xs.length) });
     options.onProgress?.(k + 1, items.length);
   }
-  const hits = perImage.filter((i) => i.hit).length;
-  return { images: items.length, hits, score: hits / Math.max(items.length, 1), chance: chance / Math.max(items.length, 1), perImage };
+  return scoreOf(perImage);
 }
 
-/** The first `count` images of a dataset that records object boxes, preprocessed for the model: the score's inputs. */
-export async function localisationItems(ds: Dataset, model: Pick<Model, 'input' | 'preprocess'>, count: number): Promise<Parameters<typeof localisationScore>[1]> {
+/** The first `count` images (or those at the given indices) of a dataset that records object boxes, preprocessed for the model: the score's inputs. */
+export async function localisationItems(ds: Dataset, model: Pick<Model, 'input' | 'preprocess'>, count: number | readonly number[]): Promise<Parameters<typeof localisationScore>[1]> {
   const items: Parameters<typeof localisationScore>[1] = [];
-  const indices = Array.from({ length: Math.min(count, ds.size) }, (_, i) => i);
+  const indices = typeof count === 'number' ? Array.from({ length: Math.min(count, ds.size) }, (_, i) => i) : [...count];
   for await (const b of batches(ds, { input: model.input, preprocess: model.preprocess, batchSize: 16, indices })) {
     if (!b.boxes) throw new Error(`${ds.name} has no object boxes: the localisation score needs a dataset that records them, such as shapes`);
     b.indices.forEach((_, j) => items.push({ input: batchItem(b.input, j), label: b.labels[j], box: b.boxes![j]!, name: b.names[j] }));

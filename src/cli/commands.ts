@@ -198,6 +198,8 @@ export const COMMANDS: Record<string, Command> = {
       ...DATA_OPTIONS,
       score: { value: false, help: 'with --data: the localisation score (is p(correct) lowest when the square covers the object box?)' },
       count: { value: true, help: 'with --score: images of the held-out split', default: 50 },
+      queue: { value: true, help: 'with --score: occlude on workers (convscope worker) through Redis, an image per job' },
+      resume: { value: false, help: 'with --score --queue: reuse the images workers finished' },
     },
     async run(o) {
       if (o.flag('score')) return runLocalisationScore(o);

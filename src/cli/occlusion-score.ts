@@ -5,12 +5,31 @@ import { writeOutputs } from '../report/files.js';
 import { localisationFiles } from '../report/occlusion.js';
 import { Progress } from './progress.js';
 import type { Options } from './args.js';
-import { modelFrom, validationSet } from './options.js';
+import { modelFrom, validationSplit } from './options.js';
+import { parseQueueUrl } from '../distributed/connection.js';
+import { distributedScore } from '../distributed/score.js';
 
 export async function runLocalisationScore(o: Options): Promise<void> {
   const out = o.required('out');
   const model = modelFrom(o);
-  const data = await validationSet(o);
+  const { ds: data, split } = await validationSplit(o);
+  if (o.has('queue')) {
+    const count = Math.min(o.int('count', 1), data.size);
+    const r = await distributedScore({
+      address: parseQueueUrl(o.required('queue')),
+      model: { path: o.required('model'), seed: o.int('model-seed'), mean: o.numbers('mean'), std: o.numbers('std') },
+      data: { spec: o.required('data'), split, ...(o.string('data-path') ? { dataPath: o.string('data-path') } : {}) },
+      indices: Array.from({ length: count }, (_, i) => i),
+      window: o.has('window') ? o.int('window', 1) : undefined,
+      stride: o.has('stride') ? o.int('stride', 1) : undefined,
+      resume: o.flag('resume'),
+      onProgress: ((bar) => (done: number, all: number, note: string) => bar.update(done, all, note))(new Progress('score', 0, 'jobs')),
+    });
+    const { files, summary } = localisationFiles(model, data.name, r);
+    writeOutputs(out, files);
+    process.stdout.write(`${summary}\n`);
+    return;
+  }
   const items = await localisationItems(data, model, o.int('count', 1));
   const engine = new Engine(model);
   try {

@@ -37,6 +37,18 @@ export interface TopkShardJob extends TopkScanSpec {
   indices: number[];
 }
 
+/** Some images of the localisation score (occlusion per image), as `occlude --score` computes it. */
+export interface ScoreJob {
+  run: string;
+  model: ModelRef;
+  data: DataRef;
+  indices: number[];
+  window?: number;
+  stride?: number;
+}
+
+export const SCORE_IMAGES = 'occlusion-score';
+
 /** A shard's heaps, entries as [value, image, y, x] (JSON-compact), and what it read and skipped. */
 export interface TopkShardResult {
   shard: number;

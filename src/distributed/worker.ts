@@ -4,6 +4,7 @@ import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { localisationItems, localisationScore } from '../analysis/occlusion.js';
 import { scanTopk } from '../analysis/topk.js';
 import type { Dataset } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
@@ -11,7 +12,7 @@ import { Engine } from '../engine/engine.js';
 import { loadModel, withPreprocess } from '../model/load.js';
 import { isZooName } from '../model/zoo.js';
 import { connect, QUEUE_NAME, type QueueAddress } from './connection.js';
-import { checkAllowed, entriesToJson, jobPaths, TOPK_SHARD, type DataRef, type ModelRef, type TopkShardJob, type TopkShardResult } from './jobs.js';
+import { checkAllowed, entriesToJson, jobPaths, SCORE_IMAGES, TOPK_SHARD, type DataRef, type ModelRef, type ScoreJob, type TopkShardJob, type TopkShardResult } from './jobs.js';
 
 export interface WorkerOptions {
   address: QueueAddress;
@@ -98,6 +99,18 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       };
       return result;
     },
+  };
+
+  processors[SCORE_IMAGES] = async (job) => {
+    const data = job.data as ScoreJob;
+    for (const p of jobPaths(data.model, data.data, isZooName)) checkAllowed(p.path, allow, p.what);
+    const engine = await engineFor(data.model);
+    const items = await localisationItems(await datasetFor(data.data), engine.model, data.indices);
+    const r = await localisationScore(engine, items, {
+      window: data.window, stride: data.stride,
+      onProgress: (done, total) => void job.updateProgress({ done, total }).catch(() => undefined),
+    });
+    return r.perImage;
   };
 
   const client: Redis = await connect(options.address);
