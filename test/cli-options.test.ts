@@ -150,8 +150,9 @@ const READS: Record<string, Record<string, Read>> = {
   topk: {
     ...MODEL_READS, k: int('k', 1), 'per-image': int('per-image', 1), order: choice('order', TOPK_ORDERS), 'per-page': int('per-page', 1),
     'batch-size': int('batch-size', 1), 'project-batch': int('project-batch', 1), rule: choice('rule', BACKWARD_RULES), lrn: choice('lrn', LRN_MODES),
-    'checkpoint-every': int('checkpoint-every', 1), 'synth-steps': int('synth-steps', 1),
+    'checkpoint-every': int('checkpoint-every', 1), 'synth-steps': int('synth-steps', 1), 'shard-size': int('shard-size', 1),
   },
+  worker: { concurrency: int('concurrency', 1), 'lock-seconds': int('lock-seconds', 1) },
   attribute: {
     ...MODEL_READS, method: str('method'), steps: int('steps', 2), integration: choice('integration', INTEGRATION_RULES), baseline: str('baseline'),
     samples: int('samples', 1), noise: nonNegative('noise'), seed: int('seed'), batch: int('batch', 1),
