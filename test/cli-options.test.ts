@@ -138,7 +138,7 @@ const READS: Record<string, Record<string, Read>> = {
     'weight-decay': nonNegative('weight-decay'), schedule: str('schedule'), 'renorm-cap': renormCap, crop: int('crop', 0), init: choice('init', INIT_SCHEMES),
     seed: int('seed'), 'checkpoint-every': int('checkpoint-every', 1),
   },
-  evolve: { features: int('features', 1), seed: int('seed'), out: str('out') },
+  evolve: { features: int('features', 1), seed: int('seed'), out: str('out'), 'shard-size': int('shard-size', 1) },
   probe: {
     ...MODEL_READS, 'per-class': positiveInts('per-class'), splits: int('splits', 1), seed: int('seed'), pool: int('pool', 1),
     l2: nonNegative('l2'), 'batch-size': int('batch-size', 1),

@@ -81,7 +81,8 @@ describe('distributed top-k through Redis', { timeout: 300_000 }, () => {
   const scan = ['topk', '--model', 'zfnet-small', '--data', 'shapes:count=384', '--layers', 'relu2,relu5', '--per-page', '64'];
 
   const startWorker = async (extra: string[] = []) => {
-    const w = cli(['worker', '--queue', url, '--allow', ROOT, '--threads', '1', '--lock-seconds', '2', ...extra]);
+    // Two roots (--allow repeats): the repository (zoo and fixtures) and this test's folder (trained snapshots).
+    const w = cli(['worker', '--queue', url, '--allow', ROOT, '--allow', out, '--threads', '1', '--lock-seconds', '2', ...extra]);
     workers.push(w);
     await waitFor(w, /worker: serving/);
     return w;
@@ -153,6 +154,19 @@ describe('distributed top-k through Redis', { timeout: 300_000 }, () => {
     assert.equal(remote.code, 0, remote.stderr);
     assert.equal(remote.stdout, local.stdout);
     for (const f of ['score.json', 'score.md']) assert.ok(readFileSync(join(out, 'score-queue', f)).equals(readFileSync(join(out, 'score-local', f))), f);
+  });
+
+  test('feature evolution with each snapshot scanned through the queue equals the local one', async () => {
+    if (workers.filter((w) => w.exitCode === null && w.signalCode === null).length === 0) await startWorker();
+    const trained = await finish(cli(['train', '--model', 'zfnet-small', '--data', 'shapes:count=96', '--epochs', '2', '--out', join(out, 'train')]));
+    assert.equal(trained.code, 0, trained.stderr);
+    const args = ['evolve', '--snapshots', join(out, 'train', 'snapshots'), '--data', 'shapes:count=96', '--count', '40', '--layers', 'relu2,relu5', '--features', '4'];
+    const local = await finish(cli([...args, '--out', join(out, 'evolve-local')]));
+    assert.equal(local.code, 0, local.stderr);
+    const remote = await finish(cli([...args, '--queue', url, '--shard-size', '16', '--out', join(out, 'evolve-queue')]));
+    assert.equal(remote.code, 0, remote.stderr);
+    assert.equal(remote.stdout.replace(/evolve-queue/g, 'X'), local.stdout.replace(/evolve-local/g, 'X'));
+    for (const f of ['evolution.json', 'evolution-relu5.png']) assert.ok(readFileSync(join(out, 'evolve-queue', f)).equals(readFileSync(join(out, 'evolve-local', f))), f);
   });
 
   test('a job the worker must refuse (a model outside its roots) stops the run after three attempts, in one line', async () => {

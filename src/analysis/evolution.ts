@@ -9,7 +9,7 @@ import { loadModel } from '../model/load.js';
 import { median } from '../tensor.js';
 import type { OnProgress } from '../util/progress.js';
 import { Rng } from '../util/random.js';
-import { resolveTopkLayers, scanTopk } from './topk.js';
+import { resolveTopkLayers, scanTopk, type TopkResult } from './topk.js';
 import { projectEntries, type TopkView } from './topk-views.js';
 
 export interface Snapshot {
@@ -59,6 +59,11 @@ export interface EvolutionOptions {
   indices?: ArrayLike<number>;
   /** Snapshots done of all; the note says which snapshot is being scanned. */
   onProgress?: OnProgress;
+  /**
+   * How a snapshot's top-9 scan is run (default: here, with `scanTopk`); `convscope evolve --queue` runs it on workers.
+   * It must give what `scanTopk(engine, ds, { layers, k: 9, indices })` gives.
+   */
+  scan?: (snapshot: Snapshot, layers: string[]) => Promise<TopkResult>;
 }
 
 export interface FeatureTrack {
@@ -159,7 +164,7 @@ export async function featureEvolution(snapshots: Snapshot[], ds: Dataset, optio
     options.onProgress?.(i, snapshots.length, `epoch ${snap.epoch}: scanning ${ds.name} for the strongest activations (${snap.path})`);
     const engine = new Engine(snap.model);
     try {
-      const scan = await scanTopk(engine, ds, { layers, k: 9, indices: options.indices });
+      const scan = options.scan ? await options.scan(snap, layers) : await scanTopk(engine, ds, { layers, k: 9, indices: options.indices });
       const views = new Map<string, TopkView[]>();
       const top9 = new Map<string, Set<number>[]>();
       for (const lt of scan.layers) {

@@ -5,7 +5,9 @@ import { loadModel } from '../model/load.js';
 import type { InitScheme } from '../model/zoo.js';
 import { paperSnapshotEpochs, parseSchedule } from '../train/optimizer.js';
 import { PAPER_TRAINING, train, type TrainConfig } from '../train/trainer.js';
-import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
+import { featureEvolution, loadSnapshots, type Snapshot } from '../analysis/evolution.js';
+import { parseQueueUrl } from '../distributed/connection.js';
+import { distributedTopk } from '../distributed/topk.js';
 import { writeEvolution } from '../report/evolution.js';
 import { writeTrainingCurves } from '../report/training.js';
 import { Progress } from './progress.js';
@@ -92,15 +94,30 @@ export const evolveCommand: Command = {
     features: { value: true, help: 'feature maps per layer, chosen at random', default: 8 },
     seed: { value: true, help: 'seed of the feature choice', default: 0 },
     out: { value: true, help: 'output folder', default: join('convscope-out', 'evolution') },
+    queue: { value: true, help: "scan each snapshot on workers (convscope worker) through Redis, in shards of --shard-size images" },
+    'shard-size': { value: true, help: 'with --queue: images per job', default: 1000 },
   },
   async run(o) {
     const snapshots = loadSnapshots(o.required('snapshots'));
     const data = await datasetFrom(o, 'train');
     const count = Math.min(o.has('count') ? o.int('count', 1) : data.size, data.size);
     const out = o.required('out');
+    const indices = Array.from({ length: count }, (_, i) => i);
+    const address = o.has('queue') ? parseQueueUrl(o.required('queue')) : undefined;
+    const shardSize = o.int('shard-size', 1);
     const result = await featureEvolution(snapshots, data, {
       layers: layersOption(o, snapshots[0].model), features: o.int('features', 1), seed: o.int('seed'),
-      indices: Array.from({ length: count }, (_, i) => i),
+      indices,
+      ...(address
+        ? {
+            scan: (snap: Snapshot, layers: string[]) =>
+              distributedTopk({
+                address, model: { path: snap.path, seed: 0 },
+                data: { spec: o.required('data'), split: 'train', ...(o.string('data-path') ? { dataPath: o.string('data-path') } : {}) },
+                layers, k: 9, perImage: 1, batchSize: 64, indices, shardSize,
+              }),
+          }
+        : {}),
       onProgress: (_done, _total, note) => {
         if (note) process.stderr.write(`${note}\n`);
       },
