@@ -141,7 +141,7 @@ const READS: Record<string, Record<string, Read>> = {
   evolve: { features: int('features', 1), seed: int('seed'), out: str('out'), 'shard-size': int('shard-size', 1) },
   probe: {
     ...MODEL_READS, 'per-class': positiveInts('per-class'), splits: int('splits', 1), seed: int('seed'), pool: int('pool', 1),
-    l2: nonNegative('l2'), 'batch-size': int('batch-size', 1),
+    l2: nonNegative('l2'), 'batch-size': int('batch-size', 1), 'shard-size': int('shard-size', 1),
   },
   ablate: {
     ...MODEL_READS, epochs: int('epochs', 1), start: choice('start', ABLATION_STARTS), lr: positive('lr'), schedule: str('schedule'),

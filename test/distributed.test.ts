@@ -1,5 +1,6 @@
 // Sweeps on workers through Redis (BullMQ): the distributed top-k equals the local one file for file, also when a
-// worker is killed with -9 mid-run and when the coordinator is killed and resumed; so does the localisation score;
+// worker is killed with -9 mid-run and when the coordinator is killed and resumed; so do the localisation score,
+// feature evolution and the linear probes;
 // a job a worker must refuse stops the run with its reason. Each test run starts its own redis-server on a free loopback port.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -167,6 +168,16 @@ describe('distributed top-k through Redis', { timeout: 300_000 }, () => {
     assert.equal(remote.code, 0, remote.stderr);
     assert.equal(remote.stdout.replace(/evolve-queue/g, 'X'), local.stdout.replace(/evolve-local/g, 'X'));
     for (const f of ['evolution.json', 'evolution-relu5.png']) assert.ok(readFileSync(join(out, 'evolve-queue', f)).equals(readFileSync(join(out, 'evolve-local', f))), f);
+  });
+
+  test('linear probes with the features extracted on workers (the trained and the random-init model) equal the local ones', async () => {
+    if (workers.filter((w) => w.exitCode === null && w.signalCode === null).length === 0) await startWorker();
+    const args = ['probe', '--model', 'zfnet-small', '--train', 'shapes:count=80,classes=0-3', '--test', 'shapes:count=80,classes=0-3', '--layers', 'relu2,relu5', '--per-class', '4', '--splits', '2', '--max-test', '24', '--baseline'];
+    const local = await finish(cli([...args, '--out', join(out, 'probe-local')]));
+    assert.equal(local.code, 0, local.stderr);
+    const remote = await finish(cli([...args, '--queue', url, '--shard-size', '10', '--out', join(out, 'probe-queue')]));
+    assert.equal(remote.code, 0, remote.stderr);
+    assert.ok(readFileSync(join(out, 'probe-queue', 'probe.json')).equals(readFileSync(join(out, 'probe-local', 'probe.json'))), 'probe.json');
   });
 
   test('a job the worker must refuse (a model outside its roots) stops the run after three attempts, in one line', async () => {

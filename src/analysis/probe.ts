@@ -100,6 +100,11 @@ export interface ProbeOptions {
   maxTest?: number;
   batchSize?: number;
   log?: (line: string) => void;
+  /**
+   * How the features are extracted (default: here, with `extractFeatures`); `convscope probe --queue` extracts on
+   * workers. It must give what `extractFeatures(engine, ds, indices, layers, { pool, batchSize })` gives.
+   */
+  extract?: (which: 'train' | 'test', ds: Dataset, indices: number[]) => Promise<FeatureSet>;
 }
 
 export interface ProbeCell {
@@ -184,17 +189,22 @@ export async function runProbe(model: Model, trainSet: Dataset, testSet: Dataset
   const draws = probeSplits(trainSet, opts.perClass, opts.splits, opts.seed);
   const trainItems = [...new Set(draws.flat(2))].sort((a, b) => a - b);
   const tests = testIndices(testSet.size, opts.maxTest, opts.seed);
-  const engine = new Engine(model);
   const progress = (what: string) => (done: number, total: number) => {
     if (done === total || done % (8 * (opts.batchSize ?? 64)) === 0) log(`${model.name}: ${what} features ${done}/${total}`);
   };
   let trainFeatures: FeatureSet, testFeatures: FeatureSet;
-  try {
-    const extract = { pool: opts.pool, batchSize: opts.batchSize };
-    trainFeatures = await extractFeatures(engine, trainSet, trainItems, opts.layers, { ...extract, onBatch: progress('training') });
-    testFeatures = await extractFeatures(engine, testSet, tests, opts.layers, { ...extract, onBatch: progress('test') });
-  } finally {
-    await engine.dispose();
+  if (opts.extract) {
+    trainFeatures = await opts.extract('train', trainSet, trainItems);
+    testFeatures = await opts.extract('test', testSet, tests);
+  } else {
+    const engine = new Engine(model);
+    try {
+      const extract = { pool: opts.pool, batchSize: opts.batchSize };
+      trainFeatures = await extractFeatures(engine, trainSet, trainItems, opts.layers, { ...extract, onBatch: progress('training') });
+      testFeatures = await extractFeatures(engine, testSet, tests, opts.layers, { ...extract, onBatch: progress('test') });
+    } finally {
+      await engine.dispose();
+    }
   }
   const classes = trainSet.classes.length;
   const cells: ProbeCell[] = [];

@@ -14,6 +14,8 @@ import { probeFiles } from '../report/probe.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
 import { layersOption, MODEL_OPTIONS, modelFrom } from './options.js';
 import { Progress } from './progress.js';
+import { parseQueueUrl } from '../distributed/connection.js';
+import { distributedFeatures } from '../distributed/probe.js';
 
 const DATA_PATH: Record<string, OptionSpec> = {
   'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
@@ -53,6 +55,8 @@ export const probeCommand: Command = {
     'max-test': { value: true, help: 'test on a seeded subset of at most N images (default: the whole test set)' },
     baseline: { value: false, help: 'also probe the same architecture with random (He) weights: the "no pretraining" baseline' },
     'batch-size': { value: true, help: 'images per forward pass', default: 64 },
+    queue: { value: true, help: 'extract the features on workers (convscope worker) through Redis, in shards of --shard-size images' },
+    'shard-size': { value: true, help: 'with --queue: images per job', default: 1000 },
     out: { value: true, help: 'output folder: probe.md, probe.json, probe.png' },
   },
   async run(o) {
@@ -74,8 +78,21 @@ export const probeCommand: Command = {
     };
     if (!(options.l2 >= 0)) throw new UsageError(`--l2 must be >= 0, got ${options.l2}`);
     log(`probing ${model.name}: train ${trainSet.name}, test ${testSet.name}, layers ${options.layers.join(',')}`);
-    const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(model, trainSet, testSet, options) }];
-    if (o.flag('baseline')) runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(model, seed), trainSet, testSet, options) });
+    // With --queue the workers extract the features: they load the model from its path (and re-initialise it for the
+    // baseline) and open the same specs.
+    const address = o.has('queue') ? parseQueueUrl(o.required('queue')) : undefined;
+    const shardSize = o.int('shard-size', 1);
+    const onQueue = (reinit?: number) =>
+      address && {
+        extract: (which: 'train' | 'test', _ds: unknown, indices: number[]) =>
+          distributedFeatures({
+            address, indices, layers: options.layers, pool: options.pool, batchSize: options.batchSize, shardSize,
+            model: { path: o.required('model'), seed: o.int('model-seed'), mean: o.numbers('mean'), std: o.numbers('std'), ...(reinit === undefined ? {} : { reinit }) },
+            data: { spec: o.required(which), split: which, ...(o.string('data-path') ? { dataPath: o.string('data-path') } : {}) },
+          }),
+      };
+    const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(model, trainSet, testSet, { ...options, ...onQueue() }) }];
+    if (o.flag('baseline')) runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(model, seed), trainSet, testSet, { ...options, ...onQueue(seed) }) });
     const { files, markdown } = await probeFiles(runs, `Linear probes: ${model.name} -> ${testSet.name}`);
     writeOutputs(out, files);
     const skipped = runs[0].result.skipped;

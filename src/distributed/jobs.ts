@@ -11,6 +11,8 @@ export interface ModelRef {
   seed: number;
   mean?: number[];
   std?: number[];
+  /** The same architecture with fresh He weights of this seed (probe --baseline's random-init model). */
+  reinit?: number;
 }
 
 /** A dataset spec as `--data` takes it, the split, and `--data-path`. */
@@ -96,4 +98,36 @@ export function jobPaths(model: ModelRef, data: DataRef, isZooName: (name: strin
   if (base === 'fashion-mnist') paths.push({ path: data.dataPath ?? FASHION_MNIST_DIR, what: 'data' });
   else if (!(base === 'shapes' || base.startsWith('shapes:'))) paths.push({ path: base, what: 'data' });
   return paths;
+}
+
+/** Pooled features of some items for a linear probe, as `extractFeatures` computes them. */
+export interface ProbeFeaturesJob {
+  run: string;
+  model: ModelRef;
+  data: DataRef;
+  indices: number[];
+  layers: string[];
+  pool: number;
+  batchSize: number;
+}
+
+/** The features of a shard, each layer's rows as base64 float32 (JSON numbers would be three times larger). */
+export interface ProbeFeaturesResult {
+  indices: number[];
+  labels: number[];
+  layers: { name: string; shape: number[]; data: string }[];
+  skipped: Skipped[];
+}
+
+export const PROBE_FEATURES = 'probe-features';
+
+export function floatsToBase64(data: Float32Array): string {
+  return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64');
+}
+
+export function floatsFromBase64(text: string): Float32Array {
+  const bytes = Buffer.from(text, 'base64');
+  const out = new Float32Array(bytes.byteLength / 4);
+  new Uint8Array(out.buffer).set(bytes);
+  return out;
 }

@@ -4,7 +4,9 @@ import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { randomlyInitialised } from '../analysis/ablate.js';
 import { localisationItems, localisationScore } from '../analysis/occlusion.js';
+import { extractFeatures } from '../analysis/probe.js';
 import { scanTopk } from '../analysis/topk.js';
 import type { Dataset } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
@@ -12,7 +14,10 @@ import { Engine } from '../engine/engine.js';
 import { loadModel, withPreprocess } from '../model/load.js';
 import { isZooName } from '../model/zoo.js';
 import { connect, QUEUE_NAME, type QueueAddress } from './connection.js';
-import { checkAllowed, entriesToJson, jobPaths, SCORE_IMAGES, TOPK_SHARD, type DataRef, type ModelRef, type ScoreJob, type TopkShardJob, type TopkShardResult } from './jobs.js';
+import {
+  checkAllowed, entriesToJson, floatsToBase64, jobPaths, PROBE_FEATURES, SCORE_IMAGES, TOPK_SHARD,
+  type DataRef, type ModelRef, type ProbeFeaturesJob, type ProbeFeaturesResult, type ScoreJob, type TopkShardJob, type TopkShardResult,
+} from './jobs.js';
 
 export interface WorkerOptions {
   address: QueueAddress;
@@ -77,9 +82,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const log = options.onEvent ?? (() => undefined);
 
   const engineFor = (m: ModelRef) =>
-    engines.get(`${fileKey(m.path)}:${m.seed}:${m.mean ?? ''}:${m.std ?? ''}`, async () => {
-      const model = withPreprocess(loadModel(m.path, { seed: m.seed }), { mean: m.mean, std: m.std });
-      return new Engine(model, { threads: options.threads });
+    engines.get(`${fileKey(m.path)}:${m.seed}:${m.mean ?? ''}:${m.std ?? ''}:${m.reinit ?? ''}`, async () => {
+      const loaded = withPreprocess(loadModel(m.path, { seed: m.seed }), { mean: m.mean, std: m.std });
+      return new Engine(m.reinit === undefined ? loaded : randomlyInitialised(loaded, m.reinit), { threads: options.threads });
     });
   const datasetFor = (d: DataRef) => datasets.get(`${d.spec}:${d.split}:${d.dataPath ?? ''}`, () => openFilteredDataset(d.spec, { split: d.split, ...(d.dataPath ? { data: d.dataPath } : {}) }));
 
@@ -111,6 +116,21 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       onProgress: (done, total) => void job.updateProgress({ done, total }).catch(() => undefined),
     });
     return r.perImage;
+  };
+
+  processors[PROBE_FEATURES] = async (job) => {
+    const data = job.data as ProbeFeaturesJob;
+    for (const p of jobPaths(data.model, data.data, isZooName)) checkAllowed(p.path, allow, p.what);
+    const engine = await engineFor(data.model);
+    const set = await extractFeatures(engine, await datasetFor(data.data), data.indices, data.layers, {
+      pool: data.pool, batchSize: data.batchSize,
+      onBatch: (done, total) => void job.updateProgress({ done, total }).catch(() => undefined),
+    });
+    const result: ProbeFeaturesResult = {
+      indices: set.indices, labels: Array.from(set.labels), skipped: set.skipped,
+      layers: data.layers.map((name) => ({ name, shape: set.layers.get(name)!.shape, data: floatsToBase64(set.layers.get(name)!.data) })),
+    };
+    return result;
   };
 
   const client: Redis = await connect(options.address);
