@@ -100,15 +100,19 @@ export function jobPaths(model: ModelRef, data: DataRef, isZooName: (name: strin
   return paths;
 }
 
-/** Pooled features of some items for a linear probe, as `extractFeatures` computes them. */
-export interface ProbeFeaturesJob {
-  run: string;
+/** What a probe's feature extraction is: the model, the data, the layers and their pooling. */
+export interface ProbeFeaturesSpec {
   model: ModelRef;
   data: DataRef;
-  indices: number[];
   layers: string[];
   pool: number;
   batchSize: number;
+}
+
+/** Pooled features of some items for a linear probe, as `extractFeatures` computes them. */
+export interface ProbeFeaturesJob extends ProbeFeaturesSpec {
+  run: string;
+  indices: number[];
 }
 
 /** The features of a shard, each layer's rows as base64 float32 (JSON numbers would be three times larger). */

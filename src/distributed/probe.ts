@@ -2,17 +2,12 @@
 // that the probe fits on exactly the features a local extraction gives.
 import type { FeatureSet } from '../analysis/probe.js';
 import type { QueueAddress } from './connection.js';
-import { floatsFromBase64, PROBE_FEATURES, type DataRef, type ModelRef, type ProbeFeaturesResult } from './jobs.js';
+import { floatsFromBase64, PROBE_FEATURES, type ProbeFeaturesResult, type ProbeFeaturesSpec } from './jobs.js';
 import { runIdentity, runJobs } from './run.js';
 
-export interface DistributedFeaturesOptions {
+export interface DistributedFeaturesOptions extends ProbeFeaturesSpec {
   address: QueueAddress;
-  model: ModelRef;
-  data: DataRef;
   indices: number[];
-  layers: string[];
-  pool: number;
-  batchSize: number;
   /** Items per job; default 1000. */
   shardSize?: number;
   onProgress?: (done: number, total: number, note: string) => void;
