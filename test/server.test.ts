@@ -252,6 +252,37 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
     assert.equal((await post()).status, 202, 'accepted again once the queue has drained');
   });
 
+  it('cancels a running occlusion job and a queued one (DELETE /api/jobs/ID), freeing the engine for others', async () => {
+    // window 4 stride 1 at 64 px: 3721 positions, seconds of work; the second job waits behind the first.
+    const post = () => json(live.url, `/api/images/${uploaded}/occlusion?window=4&stride=1`, { method: 'POST', headers: OWN_PAGE });
+    const running = (await post()).body;
+    const queued = (await post()).body;
+    assert.equal((await raw(live.url, running.url, 'DELETE', undefined, { host: new URL(live.url).host })).status, 403, 'DELETE needs the page header');
+    let job = (await json(live.url, running.url)).body;
+    while (job.state === 'queued' || (job.state === 'running' && job.done === 0)) {
+      await new Promise((r) => setTimeout(r, 20));
+      job = (await json(live.url, running.url)).body;
+    }
+    const cancelQueued = await json(live.url, queued.url, { method: 'DELETE', headers: OWN_PAGE });
+    assert.equal(cancelQueued.status, 202);
+    assert.equal((await json(live.url, running.url, { method: 'DELETE', headers: OWN_PAGE })).status, 202);
+    for (const url of [running.url, queued.url]) {
+      let j = (await json(live.url, url)).body;
+      while (j.state === 'queued' || j.state === 'running') {
+        await new Promise((r) => setTimeout(r, 20));
+        j = (await json(live.url, url)).body;
+      }
+      assert.equal(j.state, 'cancelled', `${url}: ${j.error ?? ''}`);
+    }
+    const stopped = (await json(live.url, running.url)).body;
+    assert.ok(stopped.done < stopped.total, `stopped part way: ${stopped.done}/${stopped.total}`);
+    assert.equal((await json(live.url, queued.url)).body.done, 0, 'the queued job never ran');
+    // A projection is answered at once afterwards.
+    const t = Date.now();
+    assert.equal((await fetch(new URL(`/api/images/${uploaded}/projection.png?layer=relu2&feature=0`, live.url))).status, 200);
+    assert.ok(Date.now() - t < 5000);
+  });
+
   it('refuses a decompression bomb from its header, before decoding it', async () => {
     // A PNG that declares 16383x16383 RGB (805 MB decoded) in a few dozen bytes.
     const chunk = (type: string, data: Buffer) => {

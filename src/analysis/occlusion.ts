@@ -59,6 +59,8 @@ export interface OcclusionOptions {
    */
   projectAt?: Pair[];
   onProgress?: OnProgress;
+  /** Stops the run between batches of positions (the viewer's cancel). */
+  signal?: AbortSignal;
 }
 
 interface OcclusionCommon {
@@ -225,12 +227,13 @@ function rowOf(lb: LayerBatch, n: number): Float32Array {
   return lb.data.subarray(n * k, (n + 1) * k);
 }
 
-async function forEachBatch(grid: OcclusionGrid, batch: number, evaluate: Evaluate, onProgress: OcclusionOptions['onProgress'], body: (outs: Map<string, LayerBatch>, positions: number[]) => void): Promise<void> {
+async function forEachBatch(grid: OcclusionGrid, batch: number, evaluate: Evaluate, options: Pick<OcclusionOptions, 'onProgress' | 'signal'>, body: (outs: Map<string, LayerBatch>, positions: number[]) => void): Promise<void> {
   const total = grid.boxes.length;
   for (let start = 0; start < total; start += batch) {
+    if (options.signal?.aborted) throw options.signal.reason ?? new Error('occlusion aborted');
     const positions = Array.from({ length: Math.min(batch, total - start) }, (_, j) => start + j);
     body(await evaluate(positions), positions);
-    onProgress?.(start + positions.length, total);
+    options.onProgress?.(start + positions.length, total);
   }
 }
 
@@ -276,7 +279,7 @@ async function attributionMap(engine: Engine, input: Tensor, grid: OcclusionGrid
   const delta = tensor([grid.ys.length, grid.xs.length]);
   const sum = new Float64Array(h * w);
   const count = new Uint32Array(h * w);
-  await forEachBatch(grid, batch, evaluate, options.onProgress, (outs, positions) => {
+  await forEachBatch(grid, batch, evaluate, options, (outs, positions) => {
     const lb = outs.get(out.name)!;
     positions.forEach((p, j) => {
       const d = base[target] - rowOf(lb, j)[target];
@@ -333,7 +336,7 @@ async function paperMaps(engine: Engine, input: Tensor, grid: OcclusionGrid, fil
   const activation = tensor([rows, cols]);
   const probability = tensor([rows, cols]);
   const topClass = tensor([rows, cols]);
-  await forEachBatch(grid, batch, evaluate, options.onProgress, (outs, positions) => {
+  await forEachBatch(grid, batch, evaluate, options, (outs, positions) => {
     const lb = outs.get(layer)!;
     const scores = outs.get(out.name)!;
     positions.forEach((p, j) => {

@@ -55,7 +55,7 @@ interface Context {
 type Handler = (ctx: Context, req: IncomingMessage, res: ServerResponse, match: string[], query: URLSearchParams) => Promise<void>;
 
 interface Route {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'DELETE';
   pattern: RegExp;
   handler: Handler;
 }
@@ -156,6 +156,10 @@ const ROUTES: Route[] = [
   {
     method: 'GET', pattern: new RegExp(`^/api/jobs/${SEGMENT}$`),
     handler: async (ctx, _req, res, m) => sendJson(res, 200, ctx.viewer.jobJson(ctx.viewer.job(m[1]))),
+  },
+  {
+    method: 'DELETE', pattern: new RegExp(`^/api/jobs/${SEGMENT}$`),
+    handler: async (ctx, _req, res, m) => sendJson(res, 202, ctx.viewer.jobJson(ctx.viewer.cancelJob(m[1]))),
   },
   {
     method: 'GET', pattern: new RegExp(`^/api/jobs/${SEGMENT}/(probability|activation)\\.png$`),

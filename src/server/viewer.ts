@@ -52,7 +52,7 @@ export interface TopkAnswer {
   page?: string;
 }
 
-export type JobState = 'queued' | 'running' | 'done' | 'error';
+export type JobState = 'queued' | 'running' | 'done' | 'error' | 'cancelled';
 
 export interface OcclusionJob {
   id: string;
@@ -62,6 +62,8 @@ export interface OcclusionJob {
   total: number;
   error?: string;
   result?: PaperMaps;
+  /** Cancels the job: skipped when queued, stopped between batches when running. */
+  abort: AbortController;
 }
 
 const KEEP_JOBS = 16;
@@ -357,18 +359,20 @@ export class Viewer {
     this.mapLayer(layer);
     const active = [...this.jobs.values()].filter((j) => j.state === 'queued' || j.state === 'running').length;
     if (active >= MAX_ACTIVE_JOBS) throw new HttpError(429, `${active} occlusion jobs are queued or running; wait for one to finish`);
-    const job: OcclusionJob = { id: randomUUID().slice(0, 12), image: id, state: 'queued', done: 0, total: 0 };
+    const job: OcclusionJob = { id: randomUUID().slice(0, 12), image: id, state: 'queued', done: 0, total: 0, abort: new AbortController() };
     this.jobs.set(job.id, job);
     // Forget the oldest finished jobs beyond KEEP_JOBS; a job still queued or running keeps its id.
     for (const [key, j] of this.jobs) {
       if (this.jobs.size <= KEEP_JOBS) break;
-      if (j.state === 'done' || j.state === 'error') this.jobs.delete(key);
+      if (j.state === 'done' || j.state === 'error' || j.state === 'cancelled') this.jobs.delete(key);
     }
     void this.queue
-      .run(() => {
+      .run(async () => {
+        // Cancelled while it waited: the engine is not touched.
+        if (job.abort.signal.aborted) throw job.abort.signal.reason;
         job.state = 'running';
         return occlusionMaps(this.engine, img.input, {
-          mode: 'paper', layer, window: options.window, stride: options.stride,
+          mode: 'paper', layer, window: options.window, stride: options.stride, signal: job.abort.signal,
           onProgress: (done, total) => {
             job.done = done;
             job.total = total;
@@ -381,10 +385,21 @@ export class Viewer {
           job.state = 'done';
         },
         (e: unknown) => {
+          if (job.abort.signal.aborted) {
+            job.state = 'cancelled';
+            return;
+          }
           job.error = errorLine(e);
           job.state = 'error';
         },
       );
+    return job;
+  }
+
+  /** Cancels a queued or running job; a finished one is left as it is. */
+  cancelJob(id: string): OcclusionJob {
+    const job = this.job(id);
+    if (job.state === 'queued' || job.state === 'running') job.abort.abort(new Error('cancelled'));
     return job;
   }
 
