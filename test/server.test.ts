@@ -283,6 +283,19 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
     assert.ok(Date.now() - t < 5000);
   });
 
+  it('refuses a --topk folder made from other data, in one line, and serves it with its own data', async () => {
+    assert.equal(index.datasetId?.size, 24);
+    const other = await openDataset('shapes:count=24,seed=5', { split: 'val' });
+    await assert.rejects(startServer({ model, data: other, topkDir }), (e: Error) => {
+      assert.match(e.message, /^--topk .* was made from shapes:.*seed=0.* \(24 images\), not from shapes:.*seed=5.* \(24 images\): give the --data it was made from$/);
+      return true;
+    });
+    const bigger = await openDataset('shapes:count=48', { split: 'val' });
+    await assert.rejects(startServer({ model, data: bigger, topkDir }), /not from shapes:.*\(48 images\)/);
+    const same = await startServer({ model, data: await openDataset('shapes:count=24', { split: 'val' }), topkDir });
+    await same.close();
+  });
+
   it('refuses a decompression bomb from its header, before decoding it', async () => {
     // A PNG that declares 16383x16383 RGB (805 MB decoded) in a few dozen bytes.
     const chunk = (type: string, data: Buffer) => {

@@ -213,6 +213,8 @@ export interface TopkFigureViews {
   input: [number, number, number];
   /** Whether the pages carry synthetic images. */
   synthesize: boolean;
+  /** The scanned dataset (its identity goes into the index, so a viewer can refuse other data). */
+  dataset: Dataset;
   layers: TopkLayerLayout[];
   /** A layer's views a page at a time, so that memory is one page; progress counts units over all layers. */
   pages(layout: TopkLayerLayout): AsyncGenerator<TopkPageViews>;
@@ -268,5 +270,5 @@ export function topkFigureViews(engine: Engine, ds: Dataset, result: TopkResult,
     }
   }
   const input = engine.model.input as [number, number, number];
-  return { result, settings, order, channels: input[0], input, synthesize: options.synthesize !== undefined, layers, pages };
+  return { result, settings, order, channels: input[0], input, synthesize: options.synthesize !== undefined, dataset: ds, layers, pages };
 }

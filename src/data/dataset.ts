@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Rect } from '../util/rect.js';
@@ -148,4 +149,37 @@ function hasSplitLayout(root: string): boolean {
 function idxSplit(split: Split | undefined, what: string): 'train' | 'test' {
   if (split === 'val') throw new Error(`${what} has train and test files only; cut a validation set from train with splitIndices`);
   return split === 'test' ? 'test' : 'train';
+}
+
+/** What identifies a dataset for a folder made from it: its name, size, classes and a hash of three items' pixels. */
+export interface DatasetIdentity {
+  name: string;
+  size: number;
+  classes: number;
+  /** sha256 (hex, 16 digits) of the first, middle and last items' sizes, labels and pixels. */
+  sample: string;
+}
+
+export async function datasetIdentity(ds: Dataset): Promise<DatasetIdentity> {
+  const hash = createHash('sha256');
+  for (const i of [...new Set([0, Math.floor(ds.size / 2), ds.size - 1])].filter((i) => i >= 0)) {
+    try {
+      const item = await ds.item(i);
+      hash.update(`${i}:${item.image.width}x${item.image.height}x${item.image.channels}:${item.label};`);
+      hash.update(item.image.data);
+    } catch (e) {
+      // An unreadable item is part of the identity too: the same data fails the same way.
+      hash.update(`${i}:unreadable:${(e as Error).message};`);
+    }
+  }
+  return { name: ds.name, size: ds.size, classes: ds.classes.length, sample: hash.digest('hex').slice(0, 16) };
+}
+
+/** Throws one line when `ds` is not the dataset a folder was made from (`what` names the folder). */
+export async function checkSameDataset(ds: Dataset, recorded: DatasetIdentity | undefined, what: string): Promise<void> {
+  if (!recorded) return; // a folder written before identities were recorded
+  const now = await datasetIdentity(ds);
+  if (now.size !== recorded.size || now.classes !== recorded.classes || now.sample !== recorded.sample) {
+    throw new Error(`${what} was made from ${recorded.name} (${recorded.size} images), not from ${now.name} (${now.size} images): give the --data it was made from`);
+  }
 }

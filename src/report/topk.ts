@@ -1,5 +1,6 @@
 // The files of `convscope topk`: per layer the paged figures (LAYER/page-NN.png) and the projections in their frames
 // (LAYER/projections.npy), and index.json describing every entry. The viewer (src/server/viewer.ts) reads them back.
+import { datasetIdentity, type DatasetIdentity } from '../data/dataset.js';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FeatureOrder, TopkField, TopkFigureViews, TopkView } from '../analysis/topk-views.js';
@@ -40,6 +41,8 @@ export interface TopkIndex {
   perImage: number;
   tieRule: string;
   projection: { rule: string; lrn: string; seedValue: string; display: string };
+  /** The scanned dataset's identity (absent in folders written before it was recorded). */
+  datasetId?: DatasetIdentity;
   layers: {
     layer: string;
     shape: [number, number, number];
@@ -137,6 +140,7 @@ export async function writeTopk(figure: TopkFigureViews, outDir: string, options
     perImage: result.perImage,
     tieRule: TOPK_TIE_RULE,
     projection: { rule: settings.rule, lrn: settings.lrn, seedValue: settings.seedValue, display: 'each projection scaled by its own max |value|; zero = mid-grey' },
+    datasetId: await datasetIdentity(figure.dataset),
     layers: [],
   };
   for (const layout of figure.layers) {

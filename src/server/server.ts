@@ -5,7 +5,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { checkSameDataset } from '../data/dataset.js';
 import { decodeImageBuffer } from '../data/image.js';
+import { readTopkIndex } from '../report/topk.js';
 import { BACKWARD_RULES } from '../engine/compile.js';
 import { attributionPanel } from '../render/attribution.js';
 import { encodePng, projectionToImage } from '../render/figure.js';
@@ -217,6 +219,15 @@ async function route(ctx: Context, req: IncomingMessage, res: ServerResponse): P
 /** Starts the viewer's server; resolves once it listens. */
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
   const viewer = new Viewer(options);
+  // A --topk folder of other data would answer every top-9 request with the wrong patches, or fail on each.
+  if (options.topkDir && options.data) {
+    try {
+      await checkSameDataset(options.data, readTopkIndex(options.topkDir).datasetId, `--topk ${options.topkDir}`);
+    } catch (e) {
+      await viewer.dispose();
+      throw e;
+    }
+  }
   const ctx: Context = {
     viewer,
     web: staticRoot(options.webDir ?? defaultWebDir()),
