@@ -81,10 +81,14 @@ describe('distributed top-k through Redis', { timeout: 300_000 }, () => {
   // 48 shards of 8 images: small jobs, so that kills land mid-run.
   const scan = ['topk', '--model', 'zfnet-small', '--data', 'shapes:count=384', '--layers', 'relu2,relu5', '--per-page', '64'];
 
+  /** Everything each worker printed (its job lines). */
+  const logs = new Map<ChildProcess, string>();
   const startWorker = async (extra: string[] = []) => {
     // Two roots (--allow repeats): the repository (zoo and fixtures) and this test's folder (trained snapshots).
     const w = cli(['worker', '--queue', url, '--allow', ROOT, '--allow', out, '--threads', '1', '--lock-seconds', '2', ...extra]);
     workers.push(w);
+    logs.set(w, '');
+    w.stderr!.on('data', (d) => logs.set(w, logs.get(w) + String(d)));
     await waitFor(w, /worker: serving/);
     return w;
   };
@@ -115,7 +119,7 @@ describe('distributed top-k through Redis', { timeout: 300_000 }, () => {
     }
   };
 
-  test('two workers give the local result; one killed with -9 mid-run loses nothing', async () => {
+  test('two workers give the local result (scan and projections); one killed with -9 mid-run loses nothing', async () => {
     const w1 = await startWorker();
     await startWorker();
     const coordinator = cli([...scan, '--queue', url, '--shard-size', '8', '--out', join(out, 'killed')]);
@@ -127,6 +131,10 @@ describe('distributed top-k through Redis', { timeout: 300_000 }, () => {
     const r = await done;
     assert.equal(r.code, 0, r.stderr);
     sameAsLocal(join(out, 'killed'));
+    // The scan and the projections both ran on the workers.
+    const all = [...logs.values()].join('');
+    assert.match(all, /\(topk-shard\) started/);
+    assert.match(all, /\(topk-project\) started/);
   });
 
   test('a coordinator killed and restarted with --resume reuses the finished shards and gives the same result', async () => {

@@ -200,6 +200,11 @@ export interface TopkFigureOptions extends ProjectOptions {
   order?: FeatureOrder;
   /** Also synthesise an image per feature that maximises its map (activation maximisation), a page at a time. */
   synthesize?: SynthesisOptions;
+  /**
+   * How a page's units are projected (default: here, with `projectEntries`); `topk --queue` projects on workers. It
+   * must give what `projectEntries(engine, ds, layer, units, { settings, batchUnits })` gives, in the same order.
+   */
+  project?: (layer: string, units: { feature: number; entry: TopkEntry }[]) => Promise<TopkView[]>;
 }
 
 /** Everything a Fig. 2 figure of a finished scan shows; the projections are made page by page as they are read. */
@@ -246,10 +251,10 @@ export function topkFigureViews(engine: Engine, ds: Dataset, result: TopkResult,
     }
     for (const [page, onPage] of layout.pages.entries()) {
       const units = onPage.flatMap((feature) => layout.topk.features[feature].map((entry) => ({ feature, entry })));
-      const views = await projectEntries(engine, ds, layout.topk.layer, units, {
-        ...options,
-        onProgress: (done) => options.onProgress?.(unitsBefore + done, totalUnits),
-      });
+      const views = options.project
+        ? await options.project(layout.topk.layer, units)
+        : await projectEntries(engine, ds, layout.topk.layer, units, { ...options, onProgress: (done) => options.onProgress?.(unitsBefore + done, totalUnits) });
+      if (options.project) options.onProgress?.(unitsBefore + units.length, totalUnits);
       unitsBefore += units.length;
       const byFeature = new Map<number, TopkView[]>(onPage.map((f) => [f, []]));
       for (const v of views) byFeature.get(v.feature)!.push(v);

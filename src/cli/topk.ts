@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { SYNTHESIS_DEFAULTS } from '../analysis/synthesize.js';
 import { parseQueueUrl } from '../distributed/connection.js';
-import { distributedTopk } from '../distributed/topk.js';
+import { distributedProjector, distributedTopk } from '../distributed/topk.js';
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
 import { skippedSummary } from '../data/batches.js';
@@ -103,8 +103,12 @@ export const topkCommand: Command = {
       if (result.images === 0) throw new Error(`${ds.name}: no readable images to scan`);
       const units = result.layers.reduce((a, l) => a + l.features.reduce((b, es) => b + es.length, 0), 0);
       const projectBar = new Progress('topk project', units, 'units');
+      const modelRef = { path: o.required('model'), seed: o.int('model-seed'), mean: o.numbers('mean'), std: o.numbers('std') };
+      const dataRef = { spec: o.required('data'), split, ...(o.string('data-path') ? { dataPath: o.string('data-path') } : {}) };
       const figure = topkFigureViews(engine, ds, result, {
         perPage, order, settings, batchUnits,
+        // On the queue the kept units are projected on the workers too; the pages are drawn here.
+        ...(o.has('queue') ? { project: distributedProjector(parseQueueUrl(o.required('queue')), { model: modelRef, data: dataRef }, settings, batchUnits) } : {}),
         ...(o.flag('synthesize') ? { synthesize: { steps: synthSteps } } : {}),
         onProgress: (done) => projectBar.update(done),
       });

@@ -3,6 +3,7 @@
 import { existsSync, realpathSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import type { TopkEntry } from '../analysis/topk-heaps.js';
+import type { TopkField, TopkView } from '../analysis/topk-views.js';
 import { FASHION_MNIST_DIR, type Skipped } from '../data/dataset.js';
 
 /** How a worker loads the model: a file path (or a zoo name) and what `--model-seed`, `--mean`, `--std` set. */
@@ -134,4 +135,44 @@ export function floatsFromBase64(text: string): Float32Array {
   const out = new Float32Array(bytes.byteLength / 4);
   new Uint8Array(out.buffer).set(bytes);
   return out;
+}
+
+/** Deconvnet projections and patches of some kept units of one layer, as `projectEntries` makes them. */
+export interface TopkProjectJob {
+  run: string;
+  model: ModelRef;
+  data: DataRef;
+  layer: string;
+  /** [feature, value, image, y, x] per unit. */
+  units: [number, number, number, number, number][];
+  settings: { rule: 'deconvnet' | 'gradient' | 'guided'; lrn: 'gradient' | 'identity'; seedValue: 'activation' | 'one' };
+  batchUnits: number;
+}
+
+/** A unit's view with its projection and patch as base64 bytes. */
+export interface SerializedView {
+  feature: number;
+  entry: TopkEntry;
+  name: string;
+  field: TopkField;
+  projection: { shape: number[]; data: string };
+  patch: { width: number; height: number; channels: 1 | 3; data: string };
+}
+
+export const TOPK_PROJECT = 'topk-project';
+
+export function viewToJson(v: TopkView): SerializedView {
+  return {
+    feature: v.feature, entry: v.entry, name: v.name, field: v.field,
+    projection: { shape: v.projection.shape, data: floatsToBase64(v.projection.data) },
+    patch: { width: v.patch.width, height: v.patch.height, channels: v.patch.channels, data: Buffer.from(v.patch.data).toString('base64') },
+  };
+}
+
+export function viewFromJson(v: SerializedView): TopkView {
+  return {
+    feature: v.feature, entry: v.entry, name: v.name, field: v.field,
+    projection: { shape: v.projection.shape, data: floatsFromBase64(v.projection.data) },
+    patch: { width: v.patch.width, height: v.patch.height, channels: v.patch.channels, data: new Uint8Array(Buffer.from(v.patch.data, 'base64')) },
+  };
 }

@@ -2,7 +2,9 @@
 // the coordinator merges them exactly (mergeTopk), shard order and worker assignment making no difference.
 import { mergeTopk, type TopkResult } from '../analysis/topk.js';
 import type { QueueAddress } from './connection.js';
-import { entriesFromJson, TOPK_SHARD, type TopkScanSpec, type TopkShardResult } from './jobs.js';
+import type { TopkEntry } from '../analysis/topk-heaps.js';
+import type { TopkView } from '../analysis/topk-views.js';
+import { entriesFromJson, TOPK_PROJECT, TOPK_SHARD, viewFromJson, type SerializedView, type TopkProjectJob, type TopkScanSpec, type TopkShardResult } from './jobs.js';
 import { runIdentity, runJobs } from './run.js';
 
 export interface DistributedTopkOptions extends TopkScanSpec {
@@ -39,4 +41,27 @@ export async function distributedTopk(o: DistributedTopkOptions): Promise<TopkRe
     })),
   );
   return { ...merged, resumedShards: resumed };
+}
+
+/**
+ * Projects a page's units on the workers, `unitsPerJob` units a job, and gives the views back in the units' order
+ * (for topkFigureViews' `project`).
+ */
+export function distributedProjector(
+  address: QueueAddress,
+  spec: Pick<TopkScanSpec, 'model' | 'data'>,
+  settings: TopkProjectJob['settings'],
+  batchUnits: number,
+  unitsPerJob = 4 * batchUnits,
+): (layer: string, units: { feature: number; entry: TopkEntry }[]) => Promise<TopkView[]> {
+  return async (layer, units) => {
+    const chunks = Array.from({ length: Math.ceil(units.length / unitsPerJob) }, (_, c) => units.slice(c * unitsPerJob, (c + 1) * unitsPerJob));
+    const payloads = chunks.map((chunk) => ({
+      model: spec.model, data: spec.data, layer, settings, batchUnits,
+      units: chunk.map((u) => [u.feature, u.entry.value, u.entry.image, u.entry.y, u.entry.x] as [number, number, number, number, number]),
+    }));
+    const run = runIdentity('project', spec.model, { data: spec.data, layer, settings, batchUnits, payloads: payloads.map((p) => p.units) });
+    const { results } = await runJobs<SerializedView[]>(address, TOPK_PROJECT, run, payloads);
+    return results.flat().map(viewFromJson);
+  };
 }

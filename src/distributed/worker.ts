@@ -8,6 +8,7 @@ import { randomlyInitialised } from '../analysis/ablate.js';
 import { localisationItems, localisationScore } from '../analysis/occlusion.js';
 import { extractFeatures } from '../analysis/probe.js';
 import { scanTopk } from '../analysis/topk.js';
+import { projectEntries } from '../analysis/topk-views.js';
 import type { Dataset } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
 import { Engine } from '../engine/engine.js';
@@ -15,8 +16,8 @@ import { loadModel, withPreprocess } from '../model/load.js';
 import { isZooName } from '../model/zoo.js';
 import { connect, QUEUE_NAME, type QueueAddress } from './connection.js';
 import {
-  checkAllowed, entriesToJson, floatsToBase64, jobPaths, PROBE_FEATURES, SCORE_IMAGES, TOPK_SHARD,
-  type DataRef, type ModelRef, type ProbeFeaturesJob, type ProbeFeaturesResult, type ScoreJob, type TopkShardJob, type TopkShardResult,
+  checkAllowed, entriesToJson, floatsToBase64, jobPaths, PROBE_FEATURES, SCORE_IMAGES, TOPK_PROJECT, TOPK_SHARD, viewToJson,
+  type DataRef, type ModelRef, type ProbeFeaturesJob, type ProbeFeaturesResult, type ScoreJob, type TopkProjectJob, type TopkShardJob, type TopkShardResult,
 } from './jobs.js';
 
 export interface WorkerOptions {
@@ -131,6 +132,18 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       layers: data.layers.map((name) => ({ name, shape: set.layers.get(name)!.shape, data: floatsToBase64(set.layers.get(name)!.data) })),
     };
     return result;
+  };
+
+  processors[TOPK_PROJECT] = async (job) => {
+    const data = job.data as TopkProjectJob;
+    for (const p of jobPaths(data.model, data.data, isZooName)) checkAllowed(p.path, allow, p.what);
+    const engine = await engineFor(data.model);
+    const units = data.units.map(([feature, value, image, y, x]) => ({ feature, entry: { value, image, y, x } }));
+    const views = await projectEntries(engine, await datasetFor(data.data), data.layer, units, {
+      settings: data.settings, batchUnits: data.batchUnits,
+      onProgress: (done, total) => void job.updateProgress({ done, total }).catch(() => undefined),
+    });
+    return views.map(viewToJson);
   };
 
   const client: Redis = await connect(options.address);
