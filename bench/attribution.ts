@@ -24,7 +24,7 @@ import { importOnnx } from '../src/model/onnx-import.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { encodeNpy, median, readNpy, tensor, type Tensor } from '../src/tensor.js';
 import { Rng } from '../src/util/random.js';
-import { codeCommit, intArg, machineFacts, relError, ROOT, startPeerProcesses, timeInterleaved } from './common.js';
+import { codeCommit, intArg, machineFacts, relError, ROOT, startPeerProcesses, timeInterleaved, type PeerBenchArgs } from './common.js';
 import type { PeerProcess } from './peer.js';
 
 const TOLERANCE = 1e-4;
@@ -34,14 +34,8 @@ const NOISE = 0.15;
 /** Grad-CAM's layer on each model: its deepest rectified feature map (the PyTorch module of the same output). */
 const MODELS: Record<string, { camModule: string }> = { zfnet: { camModule: 'relu5' }, resnet18: { camModule: 'layer4' } };
 
-interface Args {
-  peer: boolean;
-  peerBlas: string | undefined;
-  record: boolean;
-  repeats: number;
-  warmup: number;
+interface Args extends PeerBenchArgs {
   models: string[];
-  threads: number;
   gap: number;
 }
 

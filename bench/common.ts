@@ -14,6 +14,16 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** Environment of the --peer-blas peer, besides LD_LIBRARY_PATH and OPENBLAS_NUM_THREADS. */
 const PEER_TUNING = { OPENBLAS_THREAD_TIMEOUT: '4' };
 
+/** What every benchmark that compares with PyTorch takes on its command line. */
+export interface PeerBenchArgs {
+  peer: boolean;
+  peerBlas: string | undefined;
+  record: boolean;
+  repeats: number;
+  warmup: number;
+  threads: number;
+}
+
 /** The PyTorch peers a benchmark asked for (--peer, --peer-blas DIR), each running `script`. */
 export function startPeerProcesses(script: string, args: { peer: boolean; peerBlas: string | undefined; threads: number }): PeerProcess[] {
   const started: PeerProcess[] = [];

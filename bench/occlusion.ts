@@ -26,7 +26,7 @@ import { planIncremental } from '../src/engine/incremental.js';
 import { layerToJson } from '../src/model/layers.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { median, readNpy, type Tensor } from '../src/tensor.js';
-import { relError } from './common.js';
+import { relError, type PeerBenchArgs } from './common.js';
 import { PeerProcess } from './peer.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,13 +35,7 @@ const STRIDE = 8;
 const PEER_BATCH = 32;
 const TOLERANCE = 1e-4;
 
-interface Args {
-  peer: boolean;
-  peerBlas: string | undefined;
-  record: boolean;
-  repeats: number;
-  warmup: number;
-  threads: number;
+interface Args extends PeerBenchArgs {
   batch: number | undefined;
   fullFraction: number | undefined;
 }
