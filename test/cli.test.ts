@@ -291,3 +291,30 @@ describe('convscope synthesize and topk --synthesize', () => {
     assert.ok(layer.features.every((f: { synthetic?: number }) => typeof f.synthetic === 'number'));
   });
 });
+
+describe('outputs and sizes checked before the work', () => {
+  test('a --out under a file is refused at once; a --k whose heaps exceed memory is refused; a k above the candidates draws only what exists', () => {
+    const root = tmp();
+    const file = join(root, 'afile');
+    writeFileSync(file, 'x');
+    const scan = ['topk', '--model', 'zfnet-small', '--data', 'shapes:count=64', '--limit', '20', '--layers', 'relu1'];
+    const cases: [string[], RegExp][] = [
+      [[...scan, '--out', join(file, 'out')], /output folder .*afile\/out: .*afile is a file, not a folder/],
+      [['faithfulness', '--model', 'zfnet-small', '--data', 'shapes:count=64', '--out', file], /output folder .*afile: .*afile is a file, not a folder/],
+      [['topk', '--model', 'zfnet-small', '--data', 'shapes:count=100000000', '--layers', 'relu1', '--per-image', '9', '--k', '100000000', '--out', join(root, 'k')], /k 100000000 needs \d+\.\d GiB of heaps for 32 feature maps; the limit is 2 GiB/],
+    ];
+    for (const [args, message] of cases) {
+      const r = run(args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.trim().split('\n').filter((l) => !l.startsWith('topk:')).length, 1, r.stderr);
+    }
+    assert.ok(!existsSync(join(root, 'k')), 'a refused scan leaves no folder');
+    const many = run([...scan, '--per-image', '2', '--k', '100000000', '--out', join(root, 'many')]);
+    assert.equal(many.code, 0, many.stderr);
+    const index = JSON.parse(readFileSync(join(root, 'many', 'index.json'), 'utf8'));
+    assert.equal(index.k, 100000000);
+    assert.ok(index.layers[0].features.every((f: { entries: unknown[] }) => f.entries.length <= 40), 'at most two entries per image');
+    assert.deepEqual(index.layers[0].npyShape.slice(0, 2), [32, 40], 'the projections hold the 40 candidates, not k slots');
+  });
+});

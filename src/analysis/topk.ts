@@ -125,6 +125,15 @@ export function checkCount(name: string, v: number): void {
   if (!(Number.isInteger(v) && v >= 1)) throw new Error(`${name} must be an integer >= 1, got ${v}`);
 }
 
+/** Entries a feature can hold: k, unless the images scanned give fewer candidates (perImage each). */
+export function slotsPerFeature(r: Pick<TopkResult, 'k' | 'images' | 'perImage'>): number {
+  return Math.max(1, Math.min(r.k, r.images * r.perImage));
+}
+
+/** Bytes a heap slot takes (value f64, image, y, x i32) and the most the heaps of one scan may take. */
+const HEAP_ENTRY_BYTES = 20;
+const HEAP_BUDGET_BYTES = 2 * 2 ** 30;
+
 /**
  * One forward pass over the data computing all requested layers at once, keeping per feature map the k best
  * activations. Memory: the heaps and a few batches, whatever the number of images.
@@ -137,10 +146,16 @@ export async function scanTopk(engine: Engine, ds: Dataset, options: TopkOptions
   for (const [name, v] of [['k', k], ['perImage', perImage], ['batchSize', batchSize], ['checkpointEvery', every]] as const) checkCount(name, v);
   const layers = resolveTopkLayers(engine, options.layers);
   const shapes = layers.map((l) => mapShape(engine.info(l).outShape));
-  const heaps = shapes.map(([c]) => new FeatureHeaps(c, k));
+  // A heap never holds more than the candidates the data can give: k beyond that would only allocate nothing useful.
+  const total = options.indices ? options.indices.length : ds.size;
+  const capacity = Math.max(1, Math.min(k, total * perImage));
+  const heapBytes = shapes.reduce((a, [c]) => a + c * capacity * HEAP_ENTRY_BYTES, 0);
+  if (heapBytes > HEAP_BUDGET_BYTES) {
+    throw new Error(`k ${k} needs ${(heapBytes / 2 ** 30).toFixed(1)} GiB of heaps for ${shapes.reduce((a, [c]) => a + c, 0)} feature maps; the limit is ${HEAP_BUDGET_BYTES / 2 ** 30} GiB: ask for fewer (--k) or fewer layers`);
+  }
+  const heaps = shapes.map(([c]) => new FeatureHeaps(c, capacity));
   const model = engine.model;
   const print = options.checkpoint ? fingerprint(model, ds, layers, k, perImage, batchSize, options.indices) : {};
-  const total = options.indices ? options.indices.length : ds.size;
 
   let startBatch = 0;
   let images = 0;
@@ -203,7 +218,8 @@ export function mergeTopk(parts: readonly TopkResult[]): TopkResult {
     if (!same) throw new Error(`cannot merge top-k parts of different scans (${p.model} on ${p.dataset} vs ${first.model} on ${first.dataset})`);
   }
   const layers = first.layers.map((l, i) => {
-    const heaps = new FeatureHeaps(l.shape[0], first.k);
+    const entries = parts.reduce((a, p) => a + Math.max(0, ...p.layers[i].features.map((f) => f.length)), 0);
+    const heaps = new FeatureHeaps(l.shape[0], Math.max(1, Math.min(first.k, entries)));
     for (const p of parts) p.layers[i].features.forEach((entries, f) => entries.forEach((e) => heaps.offer(f, e.value, e.image, e.y, e.x)));
     return { layer: l.layer, shape: l.shape, features: Array.from({ length: l.shape[0] }, (_, f) => heaps.sorted(f)) };
   });

@@ -1,4 +1,5 @@
 // `convscope invariance` (Fig. 5) and `convscope correspond` (Table 1): parse options, call the analyses, write files.
+import { checkOutputDir } from '../util/fs.js';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { correspondence, datasetPartsSet, loadPartsSet, paperLayers57, parseParts, prepareImages, PARTS_SCHEMA, type CorrespondenceImage } from '../analysis/correspondence.js';
@@ -89,6 +90,7 @@ export const invarianceCommand: Command = {
   },
   async run(o) {
     const dir = o.required('out');
+    checkOutputDir(dir);
     const model = modelFrom(o);
     const paper = paperLayerTitles(model, paperLayers, ['layer 1', 'layer 7']);
     const layers = layersOption(o, model) ?? paper.layers ?? [];
@@ -171,6 +173,7 @@ export const correspondCommand: Command = {
   },
   async run(o) {
     const dir = o.required('out');
+    checkOutputDir(dir);
     const model = modelFrom(o);
     const paper = paperLayerTitles(model, paperLayers57, ['layer 5', 'layer 7']);
     const layers = layersOption(o, model) ?? paper.layers ?? [];

@@ -1,4 +1,5 @@
 // `convscope filters` and `convscope compare-arch` (paper Fig. 6): parse options, call the library, write files.
+import { checkOutputDir } from '../util/fs.js';
 import { join } from 'node:path';
 import { compareArchitectures } from '../analysis/architecture.js';
 import { filterReport, type ConvLayerReport } from '../analysis/filters.js';
@@ -25,6 +26,7 @@ export const filtersCommand: Command = {
   async run(o) {
     const model = modelFrom(o);
     const out = o.required('out');
+    checkOutputDir(out);
     let activity: { data: string; rows: ConvLayerReport[]; images: number } | undefined;
     if (o.has('data')) {
       const data = await validationSet(o);
@@ -60,6 +62,7 @@ export const compareArchCommand: Command = {
   async run(o) {
     const epochs = o.int('epochs', 1);
     const out = o.required('out');
+    checkOutputDir(out);
     const zfnetRun = o.string('zfnet-run');
     // The other architecture gets the finished run's recipe and data budget.
     const config = zfnetRun ? readTrainConfig(zfnetRun) : {

@@ -1,4 +1,5 @@
 // `convscope attribute`: parse options, call src/analysis/attribution.ts, write the maps and figures.
+import { checkOutputDir } from '../util/fs.js';
 import { ATTRIBUTION_METHODS, attribute, type Baseline } from '../analysis/attribution.js';
 import { IG_DEFAULTS, INTEGRATION_RULES } from '../analysis/integrated-gradients.js';
 import { SMOOTHGRAD_DEFAULTS } from '../analysis/smoothgrad.js';
@@ -45,6 +46,7 @@ export const attributeCommand: Command = {
   },
   async run(o) {
     const dir = o.required('out');
+    checkOutputDir(dir);
     const methods = methodList(o, 'method');
     const model = modelFrom(o);
     const noise = o.number('noise');

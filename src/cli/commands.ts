@@ -8,7 +8,7 @@ import { layerRows, modelTable } from '../model/summary.js';
 import { projectUnit, ZF_SETTINGS } from '../analysis/project.js';
 import { loadInput } from '../data/image.js';
 import { assertFinite, encodeNpy, readNpy, type Tensor } from '../tensor.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { checkOutputDir, writeFileAtomic } from '../util/fs.js';
 import { projectionFigurePng } from '../render/projection.js';
 import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
 import { buildReport } from '../report/report.js';
@@ -204,6 +204,7 @@ export const COMMANDS: Record<string, Command> = {
     async run(o) {
       if (o.flag('score')) return runLocalisationScore(o);
       const dir = o.required('out');
+      checkOutputDir(dir);
       const model = modelFrom(o);
       const fillArg = o.required('fill');
       const grey = Number(fillArg);

@@ -1,4 +1,5 @@
 // `convscope faithfulness`: parse options, call src/analysis/faithfulness.ts on held-out images, print and write the table.
+import { checkOutputDir } from '../util/fs.js';
 import { ATTRIBUTION_METHODS, type AttributionMethod } from '../analysis/attribution.js';
 import { CURVE_STEPS, faithfulness, itemsOf, type FaithfulnessItem } from '../analysis/faithfulness.js';
 import { IG_DEFAULTS } from '../analysis/integrated-gradients.js';
@@ -39,6 +40,7 @@ export const faithfulnessCommand: Command = {
   },
   async run(o) {
     const dir = o.required('out');
+    checkOutputDir(dir);
     const methods = methodList(o, 'methods');
     const count = o.int('count', 1);
     const steps = o.int('steps', 1);

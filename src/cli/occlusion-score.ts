@@ -1,4 +1,5 @@
 // `convscope occlude --data D --score`: the localisation score over a dataset with object boxes.
+import { checkOutputDir } from '../util/fs.js';
 import { localisationItems, localisationScore } from '../analysis/occlusion.js';
 import { Engine } from '../engine/engine.js';
 import { writeOutputs } from '../report/files.js';
@@ -11,6 +12,7 @@ import { distributedScore } from '../distributed/score.js';
 
 export async function runLocalisationScore(o: Options): Promise<void> {
   const out = o.required('out');
+  checkOutputDir(out);
   const model = modelFrom(o);
   const { ds: data, split } = await validationSplit(o);
   if (o.has('queue')) {

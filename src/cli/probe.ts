@@ -1,4 +1,5 @@
 // `convscope probe` and `convscope ablate`: parse options, call src/analysis/probe.ts and ablate.ts, write the tables.
+import { checkOutputDir } from '../util/fs.js';
 import { skippedSummary } from '../data/batches.js';
 import type { Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
@@ -61,6 +62,7 @@ export const probeCommand: Command = {
   },
   async run(o) {
     const out = o.required('out');
+    checkOutputDir(out);
     const model = modelFrom(o);
     const seed = o.int('seed');
     const trainSet = await openSpec(o, 'train', 'train');
@@ -121,6 +123,7 @@ export const ablateCommand: Command = {
   },
   async run(o) {
     const out = o.required('out');
+    checkOutputDir(out);
     const ablations = o.required('remove').split('/').map((group) => group.split(',').map((s) => s.trim()).filter((s) => s.length > 0));
     if (ablations.some((a) => a.length === 0)) throw new UsageError(`--remove has an empty group: '${o.required('remove')}'`);
     const model = modelFrom(o);

@@ -1,4 +1,5 @@
 // `convscope synthesize`: parse options, call src/analysis/synthesize.ts, write the images, their figure and values.
+import { checkOutputDir } from '../util/fs.js';
 import { synthesize, SYNTHESIS_DEFAULTS, type Parameterization } from '../analysis/synthesize.js';
 import { inputToImage } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
@@ -34,6 +35,7 @@ export const synthesizeCommand: Command = {
   },
   async run(o) {
     const dir = o.required('out');
+    checkOutputDir(dir);
     const model = modelFrom(o);
     const engine = new Engine(model);
     try {

@@ -1,4 +1,5 @@
 // `convscope topk`: parses options and calls the top-k scan and its figure writer.
+import { checkOutputDir } from '../util/fs.js';
 import { join } from 'node:path';
 import { SYNTHESIS_DEFAULTS } from '../analysis/synthesize.js';
 import { parseQueueUrl } from '../distributed/connection.js';
@@ -57,6 +58,7 @@ export const topkCommand: Command = {
   },
   async run(o) {
     const out = o.required('out');
+    checkOutputDir(out);
     const k = o.int('k', 1);
     const perImage = o.int('per-image', 1);
     const perPage = o.int('per-page', 1);

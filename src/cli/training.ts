@@ -1,4 +1,5 @@
 // `convscope train`: parses options and calls the trainer.
+import { checkOutputDir } from '../util/fs.js';
 import { join } from 'node:path';
 import { skippedSummary } from '../data/batches.js';
 import { loadModel } from '../model/load.js';
@@ -68,6 +69,7 @@ export const trainCommand: Command = {
     const trainSet = await datasetFrom(o, 'train');
     const valSet = await validationSet(o);
     const outDir = o.required('out');
+    checkOutputDir(outDir);
     const log = (line: string) => process.stderr.write(`${line}\n`);
     log(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
     const result = await train(model, trainSet, valSet, config, {
@@ -102,6 +104,7 @@ export const evolveCommand: Command = {
     const data = await datasetFrom(o, 'train');
     const count = Math.min(o.has('count') ? o.int('count', 1) : data.size, data.size);
     const out = o.required('out');
+    checkOutputDir(out);
     const indices = Array.from({ length: count }, (_, i) => i);
     const address = o.has('queue') ? parseQueueUrl(o.required('queue')) : undefined;
     const shardSize = o.int('shard-size', 1);

@@ -63,16 +63,17 @@ export async function runJobs<T>(address: QueueAddress, kind: string, run: strin
       const settle = async (id: string): Promise<void> => {
         const i = indexOf.get(id);
         if (i === undefined || results.has(i) || finished) return;
-        const job = await queue.getJob(id);
-        const state = job ? await job.getState() : 'missing';
-        if (state === 'completed') {
-          results.set(i, job!.returnvalue as T);
+        // The state first, then the job: a job read before its state would carry no result if it finished in between.
+        const state = await queue.getJobState(id);
+        const job = state === 'unknown' ? undefined : await queue.getJob(id);
+        if (state === 'completed' && job) {
+          results.set(i, job.returnvalue as T);
           await report();
           if (results.size === payloads.length && !finished) {
             finished = true;
             resolveAll();
           }
-        } else if (state === 'failed' || state === 'missing') {
+        } else if (state === 'failed' || state === 'unknown' || !job) {
           finished = true;
           rejectAll(new Error(`a ${kind} job failed ${attempts} times, stopping the run: ${job?.failedReason ?? `job ${id} disappeared from the queue`}`));
         }

@@ -1,6 +1,7 @@
 // The Fig. 2 layout of a top-k scan: per layer, for each feature map a grid of its top activations' deconvnet
 // projections beside a grid of the image patches under their receptive fields, blocks in rows on pages.
 import { blankImage, type RgbImage } from '../data/image.js';
+import { slotsPerFeature } from '../analysis/topk.js';
 import type { FeatureOrder, TopkField, TopkFigureViews, TopkPageViews, TopkView } from '../analysis/topk-views.js';
 import { rectHeight, rectWidth } from '../util/rect.js';
 import type { Rgb } from './colormap.js';
@@ -80,11 +81,12 @@ export async function topkPageImage(figure: Pick<TopkFigureViews, 'result' | 'or
   const { result } = figure;
   const factor = Math.max(1, Math.round(cell / Math.max(...layout.frame)));
   const onPage = layout.pages[page];
+  const k = slotsPerFeature(result);
   const blocks: RgbImage[] = [];
-  for (const [i, feature] of onPage.entries()) blocks.push(await featureBlock(views[i], feature, result.k, layout.frame, factor, synthetic?.[i]));
+  for (const [i, feature] of onPage.entries()) blocks.push(await featureBlock(views[i], feature, k, layout.frame, factor, synthetic?.[i]));
   const first = layout.pages.slice(0, page).reduce((a, p) => a + p.length, 0);
   const ctx: PageContext = {
-    model: result.model, dataset: result.dataset, images: result.images, k: result.k, perImage: result.perImage,
+    model: result.model, dataset: result.dataset, images: result.images, k, perImage: result.perImage,
     rf: layout.receptiveField.size, order: figure.order, synthetic: synthetic !== undefined, page: page + 1, pages: layout.pages.length, features: layout.topk.features.length,
   };
   return topkPage(layout.topk.layer, blocks, [first, first + onPage.length], ctx);

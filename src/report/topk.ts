@@ -5,7 +5,7 @@ import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync
 import { dirname, join } from 'node:path';
 import type { FeatureOrder, TopkField, TopkFigureViews, TopkView } from '../analysis/topk-views.js';
 import { TOPK_TIE_RULE, type TopkEntry } from '../analysis/topk-heaps.js';
-import type { TopkResult } from '../analysis/topk.js';
+import { slotsPerFeature, type TopkResult } from '../analysis/topk.js';
 import { encodePng } from '../render/figure.js';
 import { topkPageImage } from '../render/topk.js';
 import { decodeNpy, encodeNpy, sizeOf, type Tensor } from '../tensor.js';
@@ -146,7 +146,7 @@ export async function writeTopk(figure: TopkFigureViews, outDir: string, options
   for (const layout of figure.layers) {
     const { topk, receptiveField: rf } = layout;
     const npyName = `${topk.layer}/projections.npy`;
-    const npyShape: [number, number, number, number, number] = [topk.features.length, result.k, figure.channels, ...layout.frame];
+    const npyShape: [number, number, number, number, number] = [topk.features.length, slotsPerFeature(result), figure.channels, ...layout.frame];
     const npy = new FramesNpy(join(outDir, npyName), npyShape);
     const layerIndex: TopkIndex['layers'][number] = {
       layer: topk.layer,
