@@ -1,14 +1,16 @@
 // The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { openShapes } from '../src/data/shapes.js';
 import { createZooModel } from '../src/model/zoo.js';
+import { encodePng } from '../src/render/figure.js';
 import { writeSafetensorsModel } from '../src/model/safetensors.js';
 import { encodeNpy, readNpy } from '../src/tensor.js';
-import { assertClose, fixture, fixtureNpy, ROOT } from './helpers.js';
+import { assertClose, errorLines, fixture, fixtureNpy, ROOT } from './helpers.js';
 
 const CLI = join(ROOT, 'src', 'cli', 'main.ts');
 
@@ -53,6 +55,47 @@ describe('convscope project', () => {
   });
 });
 
+describe('preprocessing of an ONNX export, and project --png alone', () => {
+  const stock = fixture('model_torch_stock.onnx');
+  const common = ['project', '--model', stock, '--image', fixture('input.png'), '--layer', 'relu5', '--feature', '19'];
+
+  test('says what an ONNX model is fed; the torchvision preset equals its values in 0..1 and in 0..255 units', () => {
+    const dir = tmp();
+    const assumed = run([...common, '--out', join(dir, 'assumed.npy')]);
+    assert.equal(assumed.code, 0, assumed.stderr);
+    assert.match(assumed.stderr, /^preprocessing: mean 123\.68,116\.78,103\.94, std 1,1,1 in 0\.\.255 units \(caffe\), assumed; the file carries none, so this is a guess: give --preprocess torchvision for a torchvision model$/m);
+    const preset = run([...common, '--preprocess', 'torchvision', '--out', join(dir, 'preset.npy')]);
+    assert.equal(preset.code, 0, preset.stderr);
+    assert.match(preset.stderr, /^preprocessing: mean 123\.675,116\.28,103\.53, std 58\.395,57\.12,57\.375 in 0\.\.255 units \(torchvision\), from --preprocess torchvision$/m);
+    const unit = run([...common, '--mean', '0.485,0.456,0.406', '--std', '0.229,0.224,0.225', '--out', join(dir, 'unit.npy')]);
+    assert.equal(unit.code, 0, unit.stderr);
+    assert.match(unit.stderr, /^--mean\/--std read as 0\.\.1 units \(every value is at most 1\): mean 123\.675,116\.28,103\.53, std 58\.395,57\.12,57\.375 in 0\.\.255 units$/m);
+    const bytes = run([...common, '--mean', '123.675,116.28,103.53', '--std', '58.395,57.12,57.375', '--out', join(dir, 'bytes.npy')]);
+    assert.equal(bytes.code, 0, bytes.stderr);
+    assert.doesNotMatch(bytes.stderr, /0\.\.1 units/);
+    assertClose(readNpy(join(dir, 'unit.npy')), readNpy(join(dir, 'preset.npy')), 1e-6, '0..1 units vs preset');
+    assertClose(readNpy(join(dir, 'bytes.npy')), readNpy(join(dir, 'preset.npy')), 1e-6, '0..255 units vs preset');
+    assert.notDeepEqual(readNpy(join(dir, 'assumed.npy')).data, readNpy(join(dir, 'preset.npy')).data, 'the preset changes what the model sees');
+    const grey = run(['inspect', '--model', 'zfnet-mnist', '--preprocess', 'torchvision']);
+    assert.equal(grey.code, 2);
+    assert.match(grey.stderr, /^convscope: --preprocess torchvision is for 3-channel \(RGB\) models; this model takes 1 channels\n$/);
+  });
+
+  test('--png without --out writes the figure only; --out x.png is the figure too', () => {
+    const dir = tmp();
+    const alone = run([...common, '--png', join(dir, 'a.png')]);
+    assert.equal(alone.code, 0, alone.stderr);
+    assert.match(alone.stdout, /wrote .*a\.png\n$/);
+    const byName = run([...common, '--out', join(dir, 'b.png')]);
+    assert.equal(byName.code, 0, byName.stderr);
+    for (const f of ['a.png', 'b.png']) assert.ok(readFileSync(join(dir, f)).subarray(1, 4).toString() === 'PNG', `${f} is a PNG`);
+    assert.deepEqual(readdirSync(dir).sort(), ['a.png', 'b.png']);
+    const neither = run(common);
+    assert.equal(neither.code, 2);
+    assert.match(neither.stderr, /project needs --out FILE\.npy \(the values\), --png FILE\.png \(the figure\), or both/);
+  });
+});
+
 describe('bad input: one line, exit code 2, no output file', () => {
   const dir = tmp();
   const garbage = join(dir, 'garbage.onnx');
@@ -83,7 +126,7 @@ describe('bad input: one line, exit code 2, no output file', () => {
       const png = join(dir, `${what.replace(/\W+/g, '_')}.png`);
       const r = run(['project', ...args, '--out', out, '--png', png]);
       assert.equal(r.code, 2, `exit code; stderr: ${r.stderr}`);
-      const lines = r.stderr.trim().split('\n');
+      const lines = errorLines(r.stderr);
       assert.equal(lines.length, 1, `one line: ${r.stderr}`);
       assert.match(lines[0], /^convscope: /);
       assert.match(lines[0], message);
@@ -174,7 +217,7 @@ test('NaN or infinity anywhere is one line, exit 2 and no output: a zero std, a 
     const input = args.includes('--input-npy') ? [] : ['--input-npy', fixture('input.npy')];
     const r = run(['project', ...args, ...input, '--layer', 'relu5', '--feature', '1', '--out', out]);
     assert.equal(r.code, 2, `${what}: ${r.stderr}`);
-    assert.equal(r.stderr.trim().split('\n').length, 1, what);
+    assert.equal(errorLines(r.stderr).length, 1, what);
     assert.match(r.stderr, message, what);
     assert.ok(!existsSync(out), `${what}: no output file`);
   }
@@ -237,7 +280,7 @@ describe('convscope attribute', () => {
       const r = run([...base, ...args, '--out', out]);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
-      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(errorLines(r.stderr).length, 1, r.stderr);
       assert.ok(!existsSync(out), `${args.join(' ')} left ${out}`);
     }
   });
@@ -307,7 +350,7 @@ describe('outputs and sizes checked before the work', () => {
       const r = run(args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
-      assert.equal(r.stderr.trim().split('\n').filter((l) => !l.startsWith('topk:')).length, 1, r.stderr);
+      assert.equal(errorLines(r.stderr).length, 1, r.stderr);
     }
     assert.ok(!existsSync(join(root, 'k')), 'a refused scan leaves no folder');
     const many = run([...scan, '--per-image', '2', '--k', '100000000', '--out', join(root, 'many')]);
@@ -316,5 +359,47 @@ describe('outputs and sizes checked before the work', () => {
     assert.equal(index.k, 100000000);
     assert.ok(index.layers[0].features.every((f: { entries: unknown[] }) => f.entries.length <= 40), 'at most two entries per image');
     assert.deepEqual(index.layers[0].npyShape.slice(0, 2), [32, 40], 'the projections hold the 40 candidates, not k slots');
+  });
+});
+
+describe("a user's own folder of images", () => {
+  /** 30 shapes images as PNG files: flat, and in class sub-folders (three classes of ten). */
+  async function userFolders(): Promise<{ flat: string; classes: string }> {
+    const root = tmp();
+    const flat = join(root, 'flat');
+    const classes = join(root, 'classes');
+    const ds = openShapes({ size: 64, count: 30, seed: 5 }, 'train');
+    for (let i = 0; i < 30; i++) {
+      const item = await ds.item(i);
+      const png = await encodePng(item.image);
+      mkdirSync(flat, { recursive: true });
+      writeFileSync(join(flat, `img-${String(i).padStart(2, '0')}.png`), png);
+      const cls = join(classes, ['a', 'b', 'c'][i % 3]);
+      mkdirSync(cls, { recursive: true });
+      writeFileSync(join(cls, `${i}.png`), png);
+    }
+    return { flat, classes };
+  }
+
+  test('a plain folder is one split: every image scanned; training cuts 20 % out and says so; a flat folder needs no labels but training refuses it', async () => {
+    const { flat, classes } = await userFolders();
+    const out = tmp();
+    for (const data of [flat, classes]) {
+      const r = run(['topk', '--model', 'zfnet-small', '--data', data, '--layers', 'relu2', '--out', join(out, data === flat ? 'tf' : 'tc')]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(readFileSync(join(out, data === flat ? 'tf' : 'tc', 'index.json'), 'utf8')).images, 30, `topk scans all 30 images of ${data}`);
+    }
+    const trained = run(['train', '--model', 'zfnet-small', '--data', classes, '--epochs', '1', '--out', join(out, 'train')]);
+    assert.equal(trained.code, 0, trained.stderr);
+    assert.match(trained.stderr, new RegExp(`^${classes} has no train/val/test sub-folders: using 24 images for training, 6 for validation \\(seed 0\\)$`, 'm'));
+    const refused = run(['train', '--model', 'zfnet-small', '--data', flat, '--epochs', '1', '--out', join(out, 'never')]);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /^convscope: training needs labelled images, and .*flat has no class sub-folders \(ROOT\/CLASS\/IMAGE\.jpg\)\n$/m);
+    assert.ok(!existsSync(join(out, 'never')));
+    const probe = run(['probe', '--model', 'zfnet-small', '--train', classes, '--test', classes, '--layers', 'relu2', '--per-class', '2', '--out', join(out, 'probe')]);
+    assert.equal(probe.code, 0, probe.stderr);
+    assert.match(probe.stderr, /using 24 images for training, 6 for validation \(seed 0\)/);
+    const json = JSON.parse(readFileSync(join(out, 'probe', 'probe.json'), 'utf8'));
+    assert.equal(json.runs[0].result.testItems, 6, 'the probe tests on the held-out cut only');
   });
 });

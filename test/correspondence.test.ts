@@ -13,7 +13,7 @@ import { Engine } from '../src/engine/engine.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { encodePng } from '../src/render/figure.js';
 import { Rng } from '../src/util/random.js';
-import { ROOT } from './helpers.js';
+import { errorLines, ROOT } from './helpers.js';
 
 describe('Δ arithmetic', () => {
   test('Hamming distance of signs, as a fraction of the length; zero is a sign of its own', () => {
@@ -192,7 +192,7 @@ describe('convscope correspond', () => {
       const r = run([...args(), '--out', out]);
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, message);
-      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(errorLines(r.stderr).length, 1, r.stderr);
       assert.ok(!existsSync(out), 'no output folder');
     });
   }

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { batches, skippedSummary } from '../src/data/batches.js';
-import { FASHION_MNIST_DIR, openDataset, seededPermutation, splitIndices } from '../src/data/dataset.js';
+import { FASHION_MNIST_DIR, hasOwnSplits, openDataset, requireLabels, seededPermutation, splitIndices } from '../src/data/dataset.js';
+import { openTrainAndHeldOut } from '../src/data/held-out.js';
 import type { Rect } from '../src/util/rect.js';
 import { openImageFolder } from '../src/data/folder.js';
 import { parseIdx } from '../src/data/idx.js';
@@ -328,14 +329,20 @@ describe('ImageFolder', () => {
     assert.ok(!summary.includes('\n'));
   });
 
-  test('empty folders give a one-line error naming them', async () => {
+  test('empty folders give a one-line error naming them; a flat folder is its images, unlabelled', async () => {
     const empty = join(dir, 'empty');
     mkdirSync(empty, { recursive: true });
-    await assert.rejects(openDataset(empty), (e: Error) => e.message.includes(empty) && /no class sub-folders/.test(e.message) && !e.message.includes('\n'));
-    const loose = join(dir, 'loose');
-    mkdirSync(loose, { recursive: true });
-    writeFileSync(join(loose, 'a.png'), await encodePng(solidImage(4, 4, [1, 2, 3])));
-    await assert.rejects(openDataset(loose), /its 1 images must go in class sub-folders/);
+    await assert.rejects(openDataset(empty), (e: Error) => e.message.includes(empty) && /has no images .* and no class sub-folders/.test(e.message) && !e.message.includes('\n'));
+    const flat = join(dir, 'flat');
+    mkdirSync(flat, { recursive: true });
+    for (const n of ['b.png', 'a.png', 'notes.txt']) writeFileSync(join(flat, n), n.endsWith('.png') ? await encodePng(solidImage(4, 4, [1, 2, 3])) : 'x');
+    for (const split of [undefined, 'val', 'test'] as const) {
+      const ds = await openDataset(flat, { split });
+      assert.deepEqual([ds.size, ds.classes, ds.itemName(0), ds.itemName(1), ds.label(1)], [2, [], 'a.png', 'b.png', -1], `split ${split}`);
+      assert.equal((await ds.item(0)).label, -1);
+    }
+    const ds = await openDataset(flat);
+    assert.throws(() => requireLabels(ds, 'training'), (e: Error) => /^training needs labelled images, and .*flat has no class sub-folders/.test(e.message));
     const noImages = join(dir, 'no-images');
     mkdirSync(join(noImages, 'a'), { recursive: true });
     writeFileSync(join(noImages, 'a', 'readme.txt'), 'x');
@@ -343,7 +350,7 @@ describe('ImageFolder', () => {
     await assert.rejects(openDataset(join(dir, 'nowhere', 'x')), /no dataset at/);
   });
 
-  test('split sub-folders are used when present, else a seeded split', async () => {
+  test('split sub-folders are used when present; any other folder is one split, cut only for training, and the cut is said', async () => {
     await setup;
     const layered = join(dir, 'layered');
     for (const [split, n] of [['train', 3], ['val', 1]] as const) {
@@ -353,11 +360,20 @@ describe('ImageFolder', () => {
     assert.equal((await openDataset(layered, { split: 'train' })).size, 3);
     assert.equal((await openDataset(layered, { split: 'val' })).size, 1);
     assert.equal((await openDataset(layered)).size, 3, 'train by default');
-    const parts = await Promise.all((['train', 'val', 'test'] as const).map((split) => openDataset(root, { split, splitFractions: [0.6, 0.2, 0.2] })));
-    assert.deepEqual(parts.map((p) => p.size), [6, 2, 2]);
-    const names = parts.flatMap((p) => Array.from({ length: p.size }, (_, i) => p.itemName(i)));
+    await assert.rejects(openDataset(layered, { split: 'test' }), /has no test folder \(it has train, val\)/);
+    const own = await openTrainAndHeldOut(layered);
+    assert.deepEqual([own.train.size, own.heldOut.size, own.source, own.note], [3, 1, 'val', undefined]);
+    assert.ok(hasOwnSplits(layered) && hasOwnSplits('shapes') && !hasOwnSplits(root));
+    const whole = await Promise.all((['train', 'val', 'test'] as const).map((split) => openDataset(root, { split })));
+    assert.deepEqual(whole.map((p) => p.size), [10, 10, 10], 'a plain folder is every image, whatever the split');
+    const cut = await openTrainAndHeldOut(root);
+    assert.deepEqual([cut.train.size, cut.heldOut.size, cut.source], [8, 2, 'cut']);
+    assert.equal(cut.note, `${root} has no train/val/test sub-folders: using 8 images for training, 2 for validation (seed 0)`);
+    const names = [cut.train, cut.heldOut].flatMap((p) => Array.from({ length: p.size }, (_, i) => p.itemName(i)));
     assert.equal(new Set(names).size, 10, 'disjoint and covering');
-    assert.deepEqual(parts[0].classes, ['Dog', 'ant', 'bird', 'cat']);
+    assert.deepEqual(cut.indices!.heldOut.map((i) => whole[0].itemName(i)), [cut.heldOut.itemName(0), cut.heldOut.itemName(1)]);
+    assert.deepEqual(cut.train.classes, ['Dog', 'ant', 'bird', 'cat']);
+    assert.deepEqual(await openTrainAndHeldOut(root).then((c) => c.indices), cut.indices, 'seeded');
   });
 });
 

@@ -39,3 +39,11 @@ export function assertClose(ours: Tensor, ref: Tensor, tol: number, what: string
 export function fixtureEngine(): { engine: Engine; input: Tensor } {
   return { engine: new Engine(readSafetensorsModel(fixture('weights.safetensors'))), input: fixtureNpy('input.npy') };
 }
+
+/**
+ * The lines of a failed command's stderr other than the headers a command prints before its work (what an ONNX
+ * model is fed, what a scan will cover): a bad input must give exactly one such line, the error.
+ */
+export function errorLines(stderr: string): string[] {
+  return stderr.trim().split('\n').filter((l) => !/^(preprocessing|topk): /.test(l));
+}

@@ -15,7 +15,7 @@ import type { Preprocess } from '../src/model/layers.js';
 import { createZooModel } from '../src/model/zoo.js';
 import { tensor, type Tensor } from '../src/tensor.js';
 import { Rng } from '../src/util/random.js';
-import { ROOT } from './helpers.js';
+import { errorLines, ROOT } from './helpers.js';
 
 function randomPlanes(C: number, H: number, W: number, seed = 1): Tensor {
   const rng = new Rng(seed);
@@ -196,7 +196,7 @@ describe('convscope invariance', () => {
       const r = run([...small, ...args, '--out', dir]);
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, message);
-      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(errorLines(r.stderr).length, 1, r.stderr);
       assert.ok(!existsSync(dir), 'no output folder');
     });
   }

@@ -10,7 +10,7 @@ import { modelFromOnnx } from '../src/model/onnx-import.js';
 import { modulePath } from '../src/model/onnx-import/names.js';
 import { moduleOutput, resolveLayer } from '../src/model/names.js';
 import { createZooModel } from '../src/model/zoo.js';
-import { fixture, ROOT } from './helpers.js';
+import { errorLines, fixture, ROOT } from './helpers.js';
 
 const GRAPH = join(ROOT, '..', 'shared', 'fixtures', 'graph', 'resnet_small');
 const CLI = join(ROOT, 'src', 'cli', 'main.ts');
@@ -57,7 +57,7 @@ describe('a residual export (resnet_small)', () => {
     assert.throws(() => resolveLayer(model, 'layer2.0.relu1'), /^Error: unknown layer 'layer2\.0\.relu1'; did you mean layer2\.0\.relu, layer2\.0\.relu_1, .*\(28 layers; convscope inspect lists them\)$/);
     const r = run(['project', '--model', join(GRAPH, 'model.onnx'), '--input-npy', join(GRAPH, 'input.npy'), '--layer', 'layer9', '--feature', '0', '--out', join(ROOT, 'never-written.npy')]);
     assert.equal(r.status, 2);
-    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.equal(errorLines(r.stderr).length, 1);
     assert.match(r.stderr, /unknown layer 'layer9'/);
   });
 

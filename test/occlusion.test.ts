@@ -21,7 +21,7 @@ import { batchItem, readNpy, tensor, type Tensor } from '../src/tensor.js';
 import { rectHeight } from '../src/util/rect.js';
 import { batches } from '../src/data/batches.js';
 import { openShapes } from '../src/data/shapes.js';
-import { assertClose, fixture, fixtureEngine, fixtureNpy, relError, ROOT } from './helpers.js';
+import { assertClose, errorLines, fixture, fixtureEngine, fixtureNpy, relError, ROOT } from './helpers.js';
 
 // The fixtures' README tolerance, also for incremental vs full: they differ by float rounding, mostly from the
 // incremental path's LRN formulation (about 5e-7 relative per value, ~1e-5 after the layers above it).
@@ -298,7 +298,7 @@ describe('convscope occlude', { concurrency: true }, () => {
       const out = join(dir, what.replace(/\W+/g, '_'));
       const r = await runCli(['occlude', ...model, ...args, '--out', out]);
       assert.equal(r.code, 2, `exit code; stderr: ${r.stderr}`);
-      const lines = r.stderr.trim().split('\n');
+      const lines = errorLines(r.stderr);
       assert.equal(lines.length, 1, r.stderr);
       assert.match(lines[0], /^convscope: /);
       assert.match(lines[0], message);

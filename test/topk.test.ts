@@ -21,7 +21,7 @@ import { createZooModel } from '../src/model/zoo.js';
 import { readNpy, sizeOf, type Tensor } from '../src/tensor.js';
 import { fileCheckpoint, type CheckpointStore } from '../src/util/checkpoint.js';
 import { rectHeight, rectWidth, type Rect } from '../src/util/rect.js';
-import { ROOT } from './helpers.js';
+import { errorLines, ROOT } from './helpers.js';
 
 const CLI = join(ROOT, 'src', 'cli', 'main.ts');
 /** Several kinds of layer: early and late rectified maps, a pooled map, and a vector layer (units at (0, 0)). */
@@ -291,7 +291,7 @@ describe('convscope topk refuses bad input with one line, exit 2 and no output',
       const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'topk', '--model', 'zfnet-small', ...extra, '--out', out], { cwd: ROOT, encoding: 'utf8' });
       assert.equal(r.status, 2, r.stderr);
       assert.match(r.stderr, message);
-      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(errorLines(r.stderr).length, 1, r.stderr);
       assert.ok(!existsSync(out), 'output folder was created');
     });
   }

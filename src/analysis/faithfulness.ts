@@ -141,6 +141,7 @@ export function pointingHit(scores: Float32Array, width: number, box: Rect): boo
 /** Every method on every image: the table `convscope faithfulness` prints. */
 export async function faithfulness(engine: Engine, items: FaithfulnessItem[], methods: readonly AttributionMethod[], options: FaithfulnessOptions = {}): Promise<MethodFaithfulness[]> {
   if (items.length === 0) throw new Error('faithfulness needs at least one image');
+  if (options.target !== 'predicted' && items.some((i) => i.label < 0)) throw new Error(`${items.find((i) => i.label < 0)!.name} has no label: explain the predicted class instead`);
   const steps = options.steps ?? CURVE_STEPS;
   const results: MethodFaithfulness[] = [];
   let done = 0;

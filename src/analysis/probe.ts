@@ -1,7 +1,7 @@
 // Linear probes on frozen features (Zeiler & Fergus Sec. 5, the transfer experiments beside Table 3): a new softmax
 // trained on one layer's activations of a frozen network, for a few labelled images per class, over random splits.
 import { batches } from '../data/batches.js';
-import { mixSeed, seededPermutation, type Dataset, type Skipped } from '../data/dataset.js';
+import { mixSeed, requireLabels, seededPermutation, type Dataset, type Skipped } from '../data/dataset.js';
 import { Engine } from '../engine/engine.js';
 import type { Model } from '../model/layers.js';
 import { sizeOf, type Tensor } from '../tensor.js';
@@ -182,6 +182,7 @@ function testIndices(size: number, maxTest: number | undefined, seed: number): n
  * images, never used for training). Both sets must have the same classes.
  */
 export async function runProbe(model: Model, trainSet: Dataset, testSet: Dataset, opts: ProbeOptions): Promise<ProbeResult> {
+  requireLabels(trainSet, 'a linear probe');
   if (trainSet.classes.join('\n') !== testSet.classes.join('\n')) {
     throw new Error(`train and test sets have different classes: [${trainSet.classes}] vs [${testSet.classes}]`);
   }

@@ -62,7 +62,7 @@ async function invarianceInputs(o: Options, model: Model): Promise<LabelledInput
   const count = Math.min(o.int('count', 1), ds.size);
   return Promise.all(Array.from({ length: count }, async (_, i) => {
     const item = await ds.item(i);
-    return { name: item.name, input: toInput(item.image), label: item.label };
+    return { name: item.name, input: toInput(item.image), label: item.label >= 0 ? item.label : undefined };
   }));
 }
 

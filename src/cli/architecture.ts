@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { compareArchitectures } from '../analysis/architecture.js';
 import { filterReport, type ConvLayerReport } from '../analysis/filters.js';
 import { Engine } from '../engine/engine.js';
-import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
+import { DATA_OPTIONS, MODEL_OPTIONS, modelFrom, trainAndHeldOut, validationSet } from './options.js';
 import { compareArchFiles, filterFiles } from '../report/architecture.js';
 import { writeOutputs } from '../report/files.js';
 import { paperSnapshotEpochs } from '../train/optimizer.js';
@@ -73,8 +73,7 @@ export const compareArchCommand: Command = {
       seed: o.int('seed'),
       snapshotEpochs: paperSnapshotEpochs(epochs),
     };
-    const trainSet = await datasetFrom(o, 'train');
-    const valSet = await validationSet(o);
+    const { train: trainSet, heldOut: valSet } = await trainAndHeldOut(o);
     const count = Math.min(o.has('count') ? o.int('count', 1) : valSet.size, valSet.size);
     const results = await compareArchitectures(trainSet, valSet, config, out, {
       log, resume: o.flag('resume'), activityIndices: Array.from({ length: count }, (_, i) => i),

@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { BACKWARD_RULES, LRN_MODES } from '../engine/compile.js';
 import { Engine } from '../engine/engine.js';
 import { loadModel } from '../model/load.js';
+import { PRESET_NAMES } from '../model/preprocess.js';
 import { layerRows, modelTable } from '../model/summary.js';
 import { projectUnit, ZF_SETTINGS } from '../analysis/project.js';
 import { loadInput } from '../data/image.js';
@@ -99,12 +100,18 @@ export const COMMANDS: Record<string, Command> = {
       rule: { value: true, help: 'ReLU rule on the way down: deconvnet, gradient or guided', default: ZF_SETTINGS.rule },
       lrn: { value: true, help: 'LRN on the way down: gradient (true gradient) or identity', default: ZF_SETTINGS.lrn },
       'seed-value': { value: true, help: 'seed the unit with its activation (Zeiler & Fergus) or one (Captum)', default: ZF_SETTINGS.seedValue },
-      out: { value: true, help: 'output .npy of the projection, [1,C,H,W]' },
-      png: { value: true, help: 'also write a PNG: input beside the projection' },
+      out: { value: true, help: 'output .npy of the projection, [1,C,H,W] (a name ending in .png writes the figure instead)' },
+      png: { value: true, help: 'write a PNG: input beside the projection (with or without --out)' },
     },
     async run(o) {
-      const out = o.required('out');
-      const png = o.string('png');
+      // The output kind follows the extension: --out p.png is the figure, as --png is.
+      let out = o.string('out');
+      let png = o.string('png');
+      if (out !== undefined && out.toLowerCase().endsWith('.png')) {
+        if (png !== undefined) throw new UsageError(`--out ${out} is a PNG and --png is given too: give --out FILE.npy for the projection's values`);
+        [png, out] = [out, undefined];
+      }
+      if (out === undefined && png === undefined) throw new UsageError('project needs --out FILE.npy (the values), --png FILE.png (the figure), or both');
       refuseOverwriteOfInput([out, png], [o.string('image'), o.string('input-npy'), o.string('model')]);
       const model = modelFrom(o);
       const layer = layerOption(o, model) ?? o.required('layer');
@@ -133,11 +140,11 @@ export const COMMANDS: Record<string, Command> = {
         const caption = `${model.name} ${layer} feature ${unit.feature} at (${unit.y},${unit.x}); ${how}`;
         // Both files are complete in memory before either is written, so a failure leaves no partial output.
         const figure = png ? await projectionFigurePng(input, result.projection, model.preprocess, caption) : undefined;
-        writeFileAtomic(out, encodeNpy(result.projection));
+        if (out) writeFileAtomic(out, encodeNpy(result.projection));
         if (png && figure) writeFileAtomic(png, figure);
         process.stdout.write(
           `${layer} feature ${unit.feature} at (${unit.y},${unit.x}) = ${value.toPrecision(6)}; ${how}, seed ${settings.seedValue}\n` +
-            `wrote ${out}${png ? ` and ${png}` : ''}\n`,
+            `wrote ${[out, png].filter(Boolean).join(' and ')}\n`,
         );
       } finally {
         await engine.dispose();
@@ -149,10 +156,11 @@ export const COMMANDS: Record<string, Command> = {
     summary: 'the main job: train zfnet-small on the built-in shapes set, run every analysis, write convscope-out/report/index.html',
     options: {
       out: { value: true, help: 'run folder', default: DEMO_DEFAULTS.out },
-      data: { value: true, help: 'dataset: shapes (generated on the fly), fashion-mnist or a folder of class sub-folders', default: DEMO_DEFAULTS.data },
+      data: { value: true, help: 'dataset: shapes (generated on the fly), fashion-mnist or a folder of images (class sub-folders to train; a plain folder is one split, 20% of it held out to validate training)', default: DEMO_DEFAULTS.data },
       model: { value: true, help: 'zoo model to train, or a trained .onnx/.safetensors to analyse as it is', default: DEMO_DEFAULTS.model },
       epochs: { value: true, help: 'training epochs', default: DEMO_DEFAULTS.epochs },
       scan: { value: true, help: 'images the sweeps (top-9, evolution, activity) scan', default: DEMO_DEFAULTS.scan },
+      preprocess: { value: true, help: `for a model file: ${PRESET_NAMES.join(', ')} (see convscope project --help; default the file's, caffe for an ONNX file without)` },
       quick: { value: false, help: `a tiny run to check the pipeline (--data ${DEMO_QUICK.data}, ${DEMO_QUICK.epochs} epochs)` },
     },
     async run(o) {
@@ -165,6 +173,7 @@ export const COMMANDS: Record<string, Command> = {
         model: o.has('model') ? o.required('model') : base.model,
         epochs: o.has('epochs') ? o.int('epochs', 1) : base.epochs,
         scan: o.has('scan') ? o.int('scan', 1) : base.scan,
+        ...(o.has('preprocess') ? { preprocess: o.choice('preprocess', PRESET_NAMES) } : {}),
       };
       const report = await runDemoPipeline(settings, (line: string) => process.stderr.write(`${line}\n`));
       process.stdout.write(`report: ${report}\n`);

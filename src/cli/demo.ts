@@ -14,11 +14,13 @@ import { localisationItems, localisationScore, occlusionMaps } from '../analysis
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
 import { batches } from '../data/batches.js';
-import type { Dataset } from '../data/dataset.js';
+import type { Dataset, Item } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
+import { openTrainAndHeldOut, type TrainAndHeldOut } from '../data/held-out.js';
 import { fitImage, imageToInput, loadInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
-import { loadModel } from '../model/load.js';
+import { loadModel, withPreprocess } from '../model/load.js';
+import { describePreprocess, givenPreprocess, type PresetName } from '../model/preprocess.js';
 import { isZooName } from '../model/zoo.js';
 import { encodePng } from '../render/figure.js';
 import { compareArchFiles } from '../report/architecture.js';
@@ -53,6 +55,8 @@ export interface DemoSettings {
   occlusions: number;
   /** Held-out images the faithfulness table scores every attribution method on. */
   faithfulness: number;
+  /** For a given model file: the preprocessing to feed it (default the file's, or caffe for an ONNX file without). */
+  preprocess?: PresetName;
 }
 
 export const DEMO_DEFAULTS: DemoSettings = { out: 'convscope-out', data: 'shapes', model: 'zfnet-small', epochs: 20, scan: 1000, occlusions: 3, faithfulness: 20 };
@@ -69,6 +73,10 @@ function demoTraining(epochs: number): TrainConfig {
 }
 
 const firstN = (n: number, size: number) => Array.from({ length: Math.min(n, size) }, (_, i) => i);
+/** The class an item is explained for: its label, or (unlabelled data) the predicted class. */
+const labelOf = (item: Item): number | undefined => (item.label >= 0 ? item.label : undefined);
+/** Whether a dataset records object boxes (the localisation score and correspondence need them). */
+const hasBoxes = async (ds: Dataset): Promise<boolean> => ds.size > 0 && (await ds.item(0).then((i) => i.box !== undefined, () => false));
 
 export async function runDemoPipeline(s: DemoSettings, log: (line: string) => void): Promise<string> {
   const at = (step: keyof typeof RUN_LAYOUT) => join(s.out, RUN_LAYOUT[step]);
@@ -80,15 +88,23 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
     log(`== ${name} done in ${formatSeconds((Date.now() - t) / 1000)}`);
   };
   const open = (split: 'train' | 'val' | 'test') => openFilteredDataset(s.data, { split });
-  // IDX data has no validation split: its test split stands in, as in every command.
-  const validation = (): Promise<Dataset> => open('val').catch(() => open('test'));
   const training = isZooName(s.model);
+  if (training && s.preprocess) throw new Error(`--preprocess is for a model file: ${s.model} is trained here and records its own`);
+  // Training needs a held-out set (a one-split folder is cut, once, and says so); a given model is analysed on all
+  // of a one-split folder. IDX data has no validation split: its test split stands in, as in every command.
+  let sets: Promise<TrainAndHeldOut> | undefined;
+  const trainAndHeld = () =>
+    (sets ??= openTrainAndHeldOut(s.data).then((r) => {
+      if (r.note) log(r.note);
+      return r;
+    }));
+  const validation = async (): Promise<Dataset> => (training ? (await trainAndHeld()).heldOut : open('val').catch(() => open('test')));
   const modelFile = training ? join(at('train'), 'model.safetensors') : s.model;
 
   if (training) {
     await step(`train ${s.model} on ${s.data}, ${s.epochs} epochs`, async () => {
       const model = loadModel(s.model, { seed: 0, init: 'kaiming' });
-      const [trainSet, valSet] = [await open('train'), await validation()];
+      const { train: trainSet, heldOut: valSet } = await trainAndHeld();
       log(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
       await train(model, trainSet, valSet, demoTraining(s.epochs), {
         outDir: at('train'), log, onProgress: new Progress('train', 0, 'batches').report,
@@ -98,6 +114,10 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
   } else if (!existsSync(s.model)) throw new Error(`model ${s.model} is neither a zoo name nor a file`);
 
   const model = loadModel(modelFile, { seed: 0 });
+  if (!training) {
+    withPreprocess(model, givenPreprocess(model.input[0], s.preprocess, {}));
+    log(describePreprocess(model.preprocess, s.preprocess ? `from --preprocess ${s.preprocess}` : model.preprocess.assumed ? 'assumed' : 'from the model file'));
+  }
   const engine = new Engine(model);
   try {
     await step('top-9 per feature map (Fig. 2)', async () => {
@@ -112,7 +132,7 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
 
     if (training) {
       await step('feature evolution (Fig. 4)', async () => {
-        const data = await open('train');
+        const data = (await trainAndHeld()).train;
         const result = await featureEvolution(loadSnapshots(join(at('train'), 'snapshots')), data, {
           features: 6, seed: 0, indices: firstN(s.scan, data.size), onProgress: (_d, _t, note) => note && log(note),
         });
@@ -131,18 +151,18 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
         const item = await ds.item(i);
         const input = imageToInput(fitImage(item.image, [H, W], C === 1 ? 1 : 3), model.preprocess);
         exampleInput ??= input;
-        results.push({ name: item.name, result: await invarianceCurves(engine, input, item.label, { layers, sweeps, batch: 64 }) });
+        results.push({ name: item.name, result: await invarianceCurves(engine, input, labelOf(item), { layers, sweeps, batch: 64 }) });
       }
       if (!exampleInput) throw new Error(`${ds.name}: no images for the invariance curves`);
       writeOutputs(at('invariance'), await invarianceFiles({
-        model, layers, sweeps, results, classSources: results.map(() => 'dataset label'), exampleInput,
+        model, layers, sweeps, results, classSources: results.map((r) => (r.result.trueClass === undefined ? 'none (unlabelled)' : 'dataset label')), exampleInput,
         layerTitle: paperLayerTitles(model, paperLayers, ['layer 1', 'layer 7']).title,
       }));
     });
 
     if (training && s.model === 'zfnet-small') {
       await step('architecture selection (Fig. 6): alexnet-small beside zfnet-small', async () => {
-        const [trainSet, valSet] = [await open('train'), await validation()];
+        const { train: trainSet, heldOut: valSet } = await trainAndHeld();
         const results = await compareArchitectures(trainSet, valSet, readTrainConfig(at('train')), at('architecture'), {
           log, activityIndices: firstN(s.scan, valSet.size), runs: { 'zfnet-small': at('train') },
           onRun: (name, dir) => ({
@@ -160,14 +180,18 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       const held = await validation();
       for (const i of firstN(s.occlusions, held.size)) {
         const item = await held.item(i);
-        const file = join(at('occlusion'), 'inputs', `${String(i).padStart(2, '0')}-${held.classes[item.label].replace(/\W+/g, '-')}.png`);
+        const file = join(at('occlusion'), 'inputs', `${String(i).padStart(2, '0')}-${(held.classes[item.label] ?? 'unlabelled').replace(/\W+/g, '-')}.png`);
         writeFileAtomic(file, await encodePng(item.image));
         const input = await loadInput(file, model);
         const t = performance.now();
-        const maps = await occlusionMaps(engine, input, { target: item.label, mode: 'paper', onProgress: new Progress('occlude', 0, 'positions').report });
+        const maps = await occlusionMaps(engine, input, { target: labelOf(item), mode: 'paper', onProgress: new Progress('occlude', 0, 'positions').report });
         const { files, summary } = await occlusionFiles(model, input, maps, (performance.now() - t) / 1000);
         writeOutputs(join(at('occlusion'), `image-${String(i).padStart(2, '0')}`), files);
         log(summary);
+      }
+      if (!(await hasBoxes(held))) {
+        log(`localisation score skipped: ${held.name} records no object boxes (the built-in shapes set does)`);
+        return;
       }
       const items = await localisationItems(held, model, Math.min(50, s.scan));
       const score = await localisationScore(engine, items, { onProgress: new Progress('score', items.length, 'images').report });
@@ -181,19 +205,24 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       for (const i of firstN(s.occlusions, held.size)) {
         const item = await held.item(i);
         const input = imageToInput(fitImage(item.image, [model.input[1], model.input[2]], model.input[0] === 1 ? 1 : 3), model.preprocess);
-        const results = await attributeAll(engine, input, ATTRIBUTION_METHODS, { target: item.label });
+        const results = await attributeAll(engine, input, ATTRIBUTION_METHODS, { target: labelOf(item) });
         writeOutputs(join(at('attribution'), `image-${String(i).padStart(2, '0')}`), (await attributionFiles(model, input, results)).files);
       }
       const items: FaithfulnessItem[] = [];
       for await (const b of batches(held, { input: model.input, preprocess: model.preprocess, batchSize: 32, indices: firstN(s.faithfulness, held.size) })) items.push(...itemsOf(b));
-      const rows = await faithfulness(engine, items, ATTRIBUTION_METHODS, { onProgress: new Progress('faithfulness', 0, 'attributions').report });
-      const { files, markdown } = await faithfulnessFiles({ model: model.name, data: held.name, images: items.length, steps: CURVE_STEPS, target: 'label', rows });
+      const target = held.classes.length > 0 ? 'label' : 'predicted';
+      const rows = await faithfulness(engine, items, ATTRIBUTION_METHODS, { target, onProgress: new Progress('faithfulness', 0, 'attributions').report });
+      const { files, markdown } = await faithfulnessFiles({ model: model.name, data: held.name, images: items.length, steps: CURVE_STEPS, target, rows });
       writeOutputs(at('attribution'), files);
       log(markdown);
     });
 
     await step('correspondence (Table 1)', async () => {
       const ds = await validation();
+      if (ds.classes.length === 0 || !(await hasBoxes(ds))) {
+        log(`correspondence skipped: it needs labelled images with object boxes, which ${ds.name} does not record (the built-in shapes set does)`);
+        return;
+      }
       const items = await datasetPartsSet(ds, 0, 5, 0.5);
       const images = prepareImages(items, 'image', model);
       const result = await correspondence(engine, images, { layers: paperLayers57(model), draws: 10, seed: 0, batch: 64 });

@@ -1,10 +1,12 @@
 // The options several commands share (model, input, data), and how they become a Model, an input tensor, a Dataset.
 import type { Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
+import { openTrainAndHeldOut, type TrainAndHeldOut } from '../data/held-out.js';
 import { loadInput } from '../data/image.js';
 import type { Model } from '../model/layers.js';
 import { loadModel, withPreprocess } from '../model/load.js';
 import { resolveLayer } from '../model/names.js';
+import { describePreprocess, givenPreprocess, PRESET_NAMES, PREPROCESS_PRESETS } from '../model/preprocess.js';
 import { ZOO_NAMES } from '../model/zoo.js';
 import { assertFinite, readNpy, type Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
@@ -12,19 +14,30 @@ import { UsageError, type Options, type OptionSpec } from './args.js';
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   model: { value: true, help: `zoo name (${ZOO_NAMES.join(', ')}), .safetensors or .onnx file` },
   'model-seed': { value: true, help: "seed of a zoo model's initial weights", default: 0 },
-  mean: { value: true, help: 'per-channel mean to subtract, 0..255 units, e.g. 123.68,116.78,103.94 (default: the model\'s)' },
-  std: { value: true, help: "per-channel divisor, 0..255 units (default: the model's; 1 is the paper's raw pixels)" },
+  preprocess: { value: true, help: `${PRESET_NAMES.map((n) => `${n}: ${PREPROCESS_PRESETS[n].about}`).join('; ')} (default: the model's; an ONNX file without convscope's metadata is assumed caffe)` },
+  mean: { value: true, help: 'per-channel mean to subtract, 0..255 units (123.68,116.78,103.94) or 0..1 units (0.485,0.456,0.406); overrides --preprocess' },
+  std: { value: true, help: 'per-channel divisor in the units of --mean (1 is the paper\'s raw pixels); overrides --preprocess' },
 };
 
 export function modelFrom(o: Options): Model {
-  const model = loadModel(o.required('model'), { seed: o.int('model-seed') });
+  const path = o.required('model');
+  const model = loadModel(path, { seed: o.int('model-seed') });
   const channels = model.input[0];
-  const given = { mean: o.numbers('mean'), std: o.numbers('std') };
+  const typed = { mean: o.numbers('mean'), std: o.numbers('std') };
   for (const key of ['mean', 'std'] as const) {
-    const v = given[key];
+    const v = typed[key];
     if (v && v.length !== channels) throw new UsageError(`--${key} needs ${channels} values for this ${channels}-channel model, got ${v.length}`);
   }
-  return withPreprocess(model, given);
+  const preset = o.has('preprocess') ? o.choice('preprocess', PRESET_NAMES) : undefined;
+  const given = givenPreprocess(channels, preset, typed);
+  for (const note of given.notes) process.stderr.write(`${note}\n`);
+  withPreprocess(model, given);
+  // An ONNX file usually carries no preprocessing: say what the model is fed, so a wrong guess is seen at once.
+  if (path.toLowerCase().endsWith('.onnx')) {
+    const source = typed.mean || typed.std ? 'from --mean/--std' : preset ? `from --preprocess ${preset}` : model.preprocess.assumed ? 'assumed' : "from the file's convscope metadata";
+    process.stderr.write(`${describePreprocess(model.preprocess, source)}\n`);
+  }
+  return model;
 }
 
 /** A layer option as the user typed it (a layer, a module or an ONNX name), resolved against the model. */
@@ -61,12 +74,21 @@ export async function inputFrom(o: Options, model: Model): Promise<Tensor> {
 }
 
 export const DATA_OPTIONS: Record<string, OptionSpec> = {
-  data: { value: true, help: "dataset: 'shapes' (built-in, e.g. shapes:count=5000), 'fashion-mnist', a folder of class sub-folders, or IDX files; ':classes=0-5' keeps some classes" },
+  data: { value: true, help: "dataset: 'shapes' (built-in, e.g. shapes:count=5000), 'fashion-mnist', a folder of images (class sub-folders give labels; train/val/test sub-folders are its splits, else it is one split: every image), or IDX files; ':classes=0-5' keeps some classes" },
   'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
 };
 
+const dataPathOf = (o: Options) => (o.string('data-path') ? { data: o.string('data-path') } : {});
+
 export async function datasetFrom(o: Options, split: Split, key = 'data') {
-  return openFilteredDataset(o.required(key), { split, ...(o.string('data-path') ? { data: o.string('data-path') } : {}) });
+  return openFilteredDataset(o.required(key), { split, ...dataPathOf(o) });
+}
+
+/** The training and held-out sets of a command that fits something; the cut of a one-split folder is printed. */
+export async function trainAndHeldOut(o: Options, key = 'data'): Promise<TrainAndHeldOut> {
+  const sets = await openTrainAndHeldOut(o.required(key), dataPathOf(o));
+  if (sets.note) process.stderr.write(`${sets.note}\n`);
+  return sets;
 }
 
 /** The held-out split used for validation: `val` where the dataset has one, else `test` (IDX sets have no val). */

@@ -1,8 +1,8 @@
 // `convscope probe` and `convscope ablate`: parse options, call src/analysis/probe.ts and ablate.ts, write the tables.
 import { checkOutputDir } from '../util/fs.js';
 import { skippedSummary } from '../data/batches.js';
-import type { Split } from '../data/dataset.js';
-import { openFilteredDataset } from '../data/filter.js';
+import { hasOwnSplits, type Split } from '../data/dataset.js';
+import { openFilteredDataset, splitClassSpec } from '../data/filter.js';
 import { Landmarks } from '../model/landmarks.js';
 import type { Model } from '../model/layers.js';
 import { parseSchedule } from '../train/optimizer.js';
@@ -13,7 +13,7 @@ import { runProbe, type LabelledProbe } from '../analysis/probe.js';
 import { writeOutputs } from '../report/files.js';
 import { probeFiles } from '../report/probe.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
-import { layersOption, MODEL_OPTIONS, modelFrom } from './options.js';
+import { layersOption, MODEL_OPTIONS, modelFrom, trainAndHeldOut } from './options.js';
 import { Progress } from './progress.js';
 import { parseQueueUrl } from '../distributed/connection.js';
 import { distributedFeatures } from '../distributed/probe.js';
@@ -45,7 +45,7 @@ export const probeCommand: Command = {
   options: {
     ...MODEL_OPTIONS,
     train: { value: true, help: `dataset to draw the probe's training images from (its train split): ${SPEC_HELP}` },
-    test: { value: true, help: 'dataset to test on (its test split; shapes:split=val picks another); same classes as --train' },
+    test: { value: true, help: 'dataset to test on (its test split; shapes:split=val picks another); same classes as --train; the same plain folder as --train is cut 80/20 (seed 0, printed)' },
     ...DATA_PATH,
     layers: { value: true, help: "layers to probe (default: one per level of depth from the model's graph; relu1..relu7 on ZFNet, the paper's 7 layers; a ResNet's stage outputs and pooled features)" },
     'per-class': { value: true, help: 'training images per class, comma-separated; the default is the paper\'s Caltech-101 sizes', default: '15,30' },
@@ -65,8 +65,10 @@ export const probeCommand: Command = {
     checkOutputDir(out);
     const model = modelFrom(o);
     const seed = o.int('seed');
-    const trainSet = await openSpec(o, 'train', 'train');
-    const testSet = await openSpec(o, 'test', 'test');
+    // The same one-split folder for both is cut in two, or the probe would test on the images it was fitted on.
+    const cut = o.required('train') === o.required('test') && !hasOwnSplits(splitClassSpec(o.required('train')).base) ? await trainAndHeldOut(o, 'train') : undefined;
+    const trainSet = cut?.train ?? (await openSpec(o, 'train', 'train'));
+    const testSet = cut?.heldOut ?? (await openSpec(o, 'test', 'test'));
     const options = {
       layers: layersOption(o, model) ?? new Landmarks(model).levels(),
       perClass: positiveInts(o, 'per-class'),
@@ -86,12 +88,18 @@ export const probeCommand: Command = {
     const shardSize = o.int('shard-size', 1);
     const onQueue = (reinit?: number) =>
       address && {
-        extract: (which: 'train' | 'test', _ds: unknown, indices: number[]) =>
-          distributedFeatures({
-            address, indices, layers: options.layers, pool: options.pool, batchSize: options.batchSize, shardSize,
+        extract: async (which: 'train' | 'test', _ds: unknown, indices: number[]) => {
+          // Workers open the whole folder: a cut's indices go to them as the folder's and come back as the cut's.
+          const inFolder = cut?.indices && (which === 'train' ? cut.indices.train : cut.indices.heldOut);
+          const set = await distributedFeatures({
+            address, indices: inFolder ? indices.map((i) => inFolder[i]) : indices, layers: options.layers, pool: options.pool, batchSize: options.batchSize, shardSize,
             model: { path: o.required('model'), seed: o.int('model-seed'), mean: o.numbers('mean'), std: o.numbers('std'), ...(reinit === undefined ? {} : { reinit }) },
             data: { spec: o.required(which), split: which, ...(o.string('data-path') ? { dataPath: o.string('data-path') } : {}) },
-          }),
+          });
+          if (!inFolder) return set;
+          const back = new Map(inFolder.map((f, i) => [f, i]));
+          return { ...set, indices: set.indices.map((f) => back.get(f)!), skipped: set.skipped.map((k) => ({ ...k, index: back.get(k.index)! })) };
+        },
       };
     const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(model, trainSet, testSet, { ...options, ...onQueue() }) }];
     if (o.flag('baseline')) runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(model, seed), trainSet, testSet, { ...options, ...onQueue(seed) }) });
@@ -110,7 +118,7 @@ export const ablateCommand: Command = {
   summary: 'layer ablation (paper Table 3): remove layers, adapt their neighbours, retrain briefly, compare errors',
   options: {
     ...MODEL_OPTIONS,
-    data: { value: true, help: `dataset: its train split retrains, its val split (test where there is none) measures: ${SPEC_HELP}` },
+    data: { value: true, help: `dataset: its train split retrains, its val split (test where there is none) measures; a plain folder is cut 80/20 (seed 0, printed): ${SPEC_HELP}` },
     ...DATA_PATH,
     remove: { value: true, help: "layers to remove, one ablation per '/'-separated group, e.g. fc7/fc6,fc7/conv3,conv4,fc6,fc7" },
     epochs: { value: true, help: 'retraining epochs for every model, the full one included', default: 2 },
@@ -127,13 +135,7 @@ export const ablateCommand: Command = {
     const ablations = o.required('remove').split('/').map((group) => group.split(',').map((s) => s.trim()).filter((s) => s.length > 0));
     if (ablations.some((a) => a.length === 0)) throw new UsageError(`--remove has an empty group: '${o.required('remove')}'`);
     const model = modelFrom(o);
-    const trainSet = await openSpec(o, 'data', 'train');
-    let valSet;
-    try {
-      valSet = await openSpec(o, 'data', 'val');
-    } catch {
-      valSet = await openSpec(o, 'data', 'test');
-    }
+    const { train: trainSet, heldOut: valSet } = await trainAndHeldOut(o);
     const result = await runAblations(model, trainSet, valSet, {
       ablations,
       epochs: o.int('epochs', 1),

@@ -10,7 +10,7 @@ export const serveCommand: Command = {
   options: {
     ...MODEL_OPTIONS,
     ...DATA_OPTIONS,
-    split: { value: true, help: 'split of --data to pick images from and rank live (default val, or test where there is none)' },
+    split: { value: true, help: 'split of --data to pick images from and rank live (default val, or test where there is none; a plain folder is one split: all of it)' },
     topk: { value: true, help: 'a `convscope topk` output folder: its top-9 are shown instead of ranking --data live' },
     'scan-limit': { value: true, help: 'images of --data ranked for a live top-9 when there is no --topk', default: 500 },
     port: { value: true, help: 'port; 0 picks a free one', default: 8080 },

@@ -13,7 +13,7 @@ import { writeEvolution } from '../report/evolution.js';
 import { writeTrainingCurves } from '../report/training.js';
 import { Progress } from './progress.js';
 import { UsageError, type Command, type Options } from './args.js';
-import { DATA_OPTIONS, datasetFrom, layersOption, validationSet } from './options.js';
+import { DATA_OPTIONS, datasetFrom, layersOption, trainAndHeldOut } from './options.js';
 
 /** Initial weights of a zoo model (`--init`). */
 export const INIT_SCHEMES: readonly InitScheme[] = ['kaiming', 'paper'];
@@ -66,8 +66,7 @@ export const trainCommand: Command = {
       normalizeStd: !o.flag('raw-pixels'),
     };
     const model = loadModel(o.required('model'), { seed, init: o.choice('init', INIT_SCHEMES) });
-    const trainSet = await datasetFrom(o, 'train');
-    const valSet = await validationSet(o);
+    const { train: trainSet, heldOut: valSet } = await trainAndHeldOut(o);
     const outDir = o.required('out');
     checkOutputDir(outDir);
     const log = (line: string) => process.stderr.write(`${line}\n`);

@@ -20,6 +20,7 @@ export const SPLITS: readonly Split[] = ['train', 'val', 'test'];
 export interface Item {
   /** Always `dataset.channels` channels. */
   image: RgbImage;
+  /** -1 for unlabelled data. */
   label: number;
   /** Human-readable and unique within the dataset, e.g. `cat/001.jpg` or `train/123`. */
   name: string;
@@ -33,6 +34,7 @@ export interface Item {
  */
 export interface Dataset {
   name: string;
+  /** Empty for unlabelled data (a flat folder of images), whose items have label -1. */
   classes: string[];
   size: number;
   channels: 1 | 3;
@@ -81,18 +83,15 @@ export function subset(ds: Dataset, indices: ArrayLike<number>, name = `${ds.nam
 // ---------------------------------------------------------------- opening by name
 
 export interface OpenOptions {
-  /** Default: train for shapes, IDX and folders with split sub-folders; the whole folder for other folders. */
+  /**
+   * Default: train for shapes, IDX and folders with split sub-folders. A folder without them is one split, every
+   * image in it, whatever the split asked for: cut a held-out set from it with openTrainAndHeldOut.
+   */
   split?: Split;
   /** Where a named dataset's files are (`--data PATH`), e.g. the directory of Fashion-MNIST's .gz files. */
   data?: string;
   /** Options for `shapes`; `shapes:k=v,...` in the spec overrides them. */
   shapes?: ShapesOptions;
-  /**
-   * For a folder without train/val/test sub-folders: the train/val/test fractions of its seeded split
-   * (default [0.8, 0.1, 0.1]) and the split's seed (default 0).
-   */
-  splitFractions?: [number, number, number];
-  splitSeed?: number;
   /** Class names for IDX data, overriding the defaults (Fashion-MNIST's names or digits). */
   classes?: string[];
   /** Channels of a folder's items (default 3); synthetic shapes are RGB and IDX grey whatever this says. */
@@ -130,13 +129,24 @@ export async function openDataset(spec: string, opts: OpenOptions = {}): Promise
 
 async function openFolderSplit(root: string, opts: OpenOptions): Promise<Dataset> {
   const folder = { channels: opts.channels };
-  const split = opts.split ?? (hasSplitLayout(root) ? 'train' : undefined);
-  if (!split) return openImageFolder(root, folder);
+  if (!hasSplitLayout(root)) return openImageFolder(root, folder);
+  const split = opts.split ?? 'train';
   const splitDir = join(root, split);
-  if (existsSync(splitDir) && statSync(splitDir).isDirectory()) return openImageFolder(splitDir, folder);
-  const all = await openImageFolder(root, folder);
-  const parts = splitIndices(all.size, opts.splitFractions ?? [0.8, 0.1, 0.1], opts.splitSeed ?? 0);
-  return subset(all, parts[SPLITS.indexOf(split)], `${all.name} (${split})`);
+  if (!(existsSync(splitDir) && statSync(splitDir).isDirectory())) throw new Error(`${root} has no ${split} folder (it has ${SPLITS.filter((s) => existsSync(join(root, s))).join(', ')})`);
+  return openImageFolder(splitDir, folder);
+}
+
+/**
+ * Whether a spec names data with splits of its own: the built-in sets, IDX files and folders with train/val/test
+ * sub-folders. Any other folder is one split.
+ */
+export function hasOwnSplits(spec: string): boolean {
+  return !(existsSync(spec) && statSync(spec).isDirectory()) || Boolean(findIdxPair(spec, 'train') || findIdxPair(spec, 'test')) || hasSplitLayout(spec);
+}
+
+/** Throws one line when `ds` has no labels (a flat folder of images): `what` needs them. */
+export function requireLabels(ds: Dataset, what: string): void {
+  if (ds.classes.length === 0) throw new Error(`${what} needs labelled images, and ${ds.name} has no class sub-folders (ROOT/CLASS/IMAGE.jpg)`);
 }
 
 /** ROOT/train/CLASS/... (with val/test beside it): ImageNet's layout; classes called train, val, test would be odd. */

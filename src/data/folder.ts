@@ -69,22 +69,31 @@ async function walk(root: string, rel: string, out: { dir: string; names: string
   out.push({ dir: rel, names: names.sort(compareCodePoints) });
 }
 
-/** torchvision's ImageFolder: ROOT/CLASS/.../IMAGE, classes sorted by name; images are decoded only when read. */
+/**
+ * torchvision's ImageFolder: ROOT/CLASS/.../IMAGE, classes sorted by name; images are decoded only when read. A folder
+ * with no class sub-folders is its images, unlabelled (no classes, label -1).
+ */
 export async function openImageFolder(root: string, opts: ImageFolderOptions = {}): Promise<ImageFolder> {
   const channels = opts.channels ?? 3;
   const top = (await listDir(root)).filter((e) => !e.name.startsWith('.'));
   const classes: string[] = [];
   for (const e of top) if (await isDir(join(root, e.name), e)) classes.push(e.name);
   classes.sort(compareCodePoints);
-  if (classes.length === 0) {
-    const loose = top.filter((e) => isImageName(e.name)).length;
-    const hint = loose > 0 ? `; its ${loose} images must go in class sub-folders` : '';
-    throw new Error(`${root} has no class sub-folders (expected ROOT/CLASS/IMAGE.jpg)${hint}`);
-  }
   const files: string[] = [];
   const labels: number[] = [];
   const emptyClasses: string[] = [];
   let ignored = 0;
+  if (classes.length === 0) {
+    // A flat folder: unlabelled images, enough for everything that needs no class (top-k, occlusion, the viewer).
+    const names = top.filter((e) => !e.isDirectory()).map((e) => e.name).sort(compareCodePoints);
+    for (const n of names) {
+      if (isImageName(n)) {
+        files.push(n);
+        labels.push(-1);
+      } else ignored++;
+    }
+    if (files.length === 0) throw new Error(`${root} has no images (${IMAGE_EXTENSIONS.join(' ')}) and no class sub-folders`);
+  }
   for (const [label, cls] of classes.entries()) {
     const dirs: { dir: string; names: string[] }[] = [];
     await walk(root, cls, dirs);

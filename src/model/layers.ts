@@ -38,6 +38,8 @@ export interface Preprocess {
   std: number[];
   /** Per-pixel mean image [C,H,W] (the paper's choice); when present it replaces the per-channel mean. */
   meanImage?: Tensor;
+  /** Set when the model file carried no preprocessing (a stock ONNX export) and this is convscope's guess. */
+  assumed?: true;
 }
 
 /**

@@ -32,6 +32,7 @@ export function withPreprocess(model: Model, given: { mean?: number[]; std?: num
     if (v.length !== channels) throw new Error(`--${key} needs ${channels} values for this ${channels}-channel model, got ${v.length}`);
     model.preprocess[key] = v;
     if (key === 'mean') delete model.preprocess.meanImage;
+    delete model.preprocess.assumed;
   }
   validatePreprocess(model.preprocess, channels);
   return model;

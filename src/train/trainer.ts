@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Augment } from '../data/augment.js';
 import { batches, seededPermutation } from '../data/batches.js';
 import { computePixelStats } from '../data/pixel-stats.js';
-import { mixSeed, type Dataset, type Skipped } from '../data/dataset.js';
+import { mixSeed, requireLabels, type Dataset, type Skipped } from '../data/dataset.js';
 import { Engine } from '../engine/engine.js';
 import { logitsLayer } from '../engine/graphs.js';
 import { trainedWeights, type Model } from '../model/layers.js';
@@ -238,6 +238,7 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
   const { outDir } = run;
   const snapshotDir = run.snapshotDir ?? join(outDir, 'snapshots');
   const log = hooks.log ?? (() => {});
+  requireLabels(trainSet, 'training');
   if (trainSet.classes.length > inferShapes(model)[logitsLayer(model)].outShape[0]) {
     throw new Error(`${trainSet.name} has ${trainSet.classes.length} classes, model ${model.name} outputs ${inferShapes(model)[logitsLayer(model)].outShape[0]}`);
   }

@@ -2,6 +2,7 @@
 // exactly; without it, names come from the graph and preprocessing from defaults.
 import { sizeOf, type Tensor } from '../../tensor.js';
 import { layerFromJson, layerParams, type Layer, type LayerJson, type Preprocess } from '../layers.js';
+import { CAFFE_RGB_MEAN } from '../preprocess.js';
 import { constTensor } from './constants.js';
 import type { GraphIndex } from './graph.js';
 
@@ -13,7 +14,6 @@ export const ONNX_META = {
   meanImage: 'convscope.mean_image',
 } as const;
 
-const DEFAULT_RGB_MEAN = [123.68, 116.78, 103.94];
 
 export function layersFromMetadata(archJson: string, ix: GraphIndex): { layers: Layer[]; weights: Map<string, Tensor> } {
   let layers: Layer[];
@@ -47,11 +47,11 @@ export function preprocessFromMetadata(meta: Map<string, string>, chw: [number, 
   const c = chw[0];
   const stored = parseJson<{ shape?: number[]; mean?: number[]; std?: number[] }>(meta, ONNX_META.input);
   if (stored?.shape && stored.shape.join() !== chw.join()) throw new Error(`${ONNX_META.input} metadata says input [${stored.shape}], the graph takes [${chw}]`);
-  const mean = stored?.mean ?? (c === 3 ? [...DEFAULT_RGB_MEAN] : new Array<number>(c).fill(0));
+  const mean = stored?.mean ?? (c === 3 ? [...CAFFE_RGB_MEAN] : new Array<number>(c).fill(0));
   const std = stored?.std ?? new Array<number>(c).fill(1);
   if (mean.length !== c || std.length !== c) throw new Error(`preprocess metadata has ${mean.length} means and ${std.length} stds for ${c} channels`);
   const image = parseJson<{ shape: number[]; f32: string }>(meta, ONNX_META.meanImage);
-  return { mean, std, ...(image ? { meanImage: meanImageFromJson(image) } : {}) };
+  return { mean, std, ...(image ? { meanImage: meanImageFromJson(image) } : {}), ...(stored?.mean || image ? {} : { assumed: true as const }) };
 }
 
 function meanImageFromJson(o: { shape: number[]; f32: string }): Tensor {
