@@ -402,4 +402,21 @@ describe("a user's own folder of images", () => {
     const json = JSON.parse(readFileSync(join(out, 'probe', 'probe.json'), 'utf8'));
     assert.equal(json.runs[0].result.testItems, 6, 'the probe tests on the held-out cut only');
   });
+
+  test("demo on a user's ONNX export and flat folder: every step that applies runs, the others say why, in the log and the report", async () => {
+    const { flat } = await userFolders();
+    const out = join(tmp(), 'run');
+    const r = run(['demo', '--model', fixture('model_torch_stock.onnx'), '--preprocess', 'caffe', '--data', flat, '--out', out]);
+    assert.equal(r.code, 0, r.stderr.split('\n').slice(-5).join('\n'));
+    assert.match(r.stderr, /^preprocessing: mean 123\.68,116\.78,103\.94, std 1,1,1 in 0\.\.255 units \(caffe\), from --preprocess caffe$/m);
+    assert.match(r.stderr, /^== training skipped: .*model_torch_stock\.onnx is a model file, analysed as it is/m);
+    assert.match(r.stderr, /^localisation score skipped: .*flat records no object boxes/m);
+    assert.match(r.stderr, /explaining the predicted class/);
+    const skipped = JSON.parse(readFileSync(join(out, 'skipped.json'), 'utf8'));
+    assert.deepEqual(Object.keys(skipped).sort(), ['architecture', 'correspondence', 'evolution', 'train']);
+    assert.equal(JSON.parse(readFileSync(join(out, 'topk', 'index.json'), 'utf8')).images, 30, 'the top-9 scan every image of the folder');
+    const html = readFileSync(join(out, 'report', 'index.html'), 'utf8');
+    assert.equal(html.match(/Not run: /g)?.length, 4, 'each skipped section says why');
+    assert.doesNotMatch(html, /No output: /);
+  });
 });

@@ -31,7 +31,7 @@ import { writeEvolution } from '../report/evolution.js';
 import { writeOutputs } from '../report/files.js';
 import { invarianceFiles } from '../report/invariance.js';
 import { localisationFiles, occlusionFiles } from '../report/occlusion.js';
-import { buildReport, RUN_LAYOUT } from '../report/report.js';
+import { buildReport, RUN_LAYOUT, SKIPPED_FILE, type SkippedSteps } from '../report/report.js';
 import { writeTopk } from '../report/topk.js';
 import { writeTrainingCurves } from '../report/training.js';
 import { paperSnapshotEpochs } from '../train/optimizer.js';
@@ -100,6 +100,14 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
     }));
   const validation = async (): Promise<Dataset> => (training ? (await trainAndHeld()).heldOut : open('val').catch(() => open('test')));
   const modelFile = training ? join(at('train'), 'model.safetensors') : s.model;
+  // Steps left out on purpose are said as they come and recorded, so the report says why, not "run it".
+  const skipped: SkippedSteps = {};
+  const skip = (key: keyof SkippedSteps, name: string, reason: string) => {
+    log(`\n== ${name} skipped: ${reason}`);
+    skipped[key] = reason;
+  };
+  const given = `${s.model} is a model file, analysed as it is (the demo trains only a zoo model)`;
+  if (!training) skip('train', 'training', given);
 
   if (training) {
     await step(`train ${s.model} on ${s.data}, ${s.epochs} epochs`, async () => {
@@ -130,7 +138,8 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       await writeTopk(topkFigureViews(engine, ds, result, { onProgress: new Progress('topk project', 0, 'units').report }), at('topk'));
     });
 
-    if (training) {
+    if (!training) skip('evolution', 'feature evolution (Fig. 4)', `it follows the snapshots of a training run; ${given}`);
+    else {
       await step('feature evolution (Fig. 4)', async () => {
         const data = (await trainAndHeld()).train;
         const result = await featureEvolution(loadSnapshots(join(at('train'), 'snapshots')), data, {
@@ -160,7 +169,9 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       }));
     });
 
-    if (training && s.model === 'zfnet-small') {
+    if (!(training && s.model === 'zfnet-small')) {
+      skip('architecture', 'architecture selection (Fig. 6)', training ? `it sets alexnet-small beside a zfnet-small run, and this run trains ${s.model}` : `it trains two zoo architectures; ${given}`);
+    } else {
       await step('architecture selection (Fig. 6): alexnet-small beside zfnet-small', async () => {
         const { train: trainSet, heldOut: valSet } = await trainAndHeld();
         const results = await compareArchitectures(trainSet, valSet, readTrainConfig(at('train')), at('architecture'), {
@@ -220,7 +231,8 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
     await step('correspondence (Table 1)', async () => {
       const ds = await validation();
       if (ds.classes.length === 0 || !(await hasBoxes(ds))) {
-        log(`correspondence skipped: it needs labelled images with object boxes, which ${ds.name} does not record (the built-in shapes set does)`);
+        skipped.correspondence = `it needs labelled images with object boxes, which ${ds.name} does not record (the built-in shapes set does)`;
+        log(`correspondence skipped: ${skipped.correspondence}`);
         return;
       }
       const items = await datasetPartsSet(ds, 0, 5, 0.5);
@@ -232,6 +244,7 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
   } finally {
     await engine.dispose();
   }
+  writeFileAtomic(join(s.out, SKIPPED_FILE), `${JSON.stringify(skipped, null, 1)}\n`);
   const report = buildReport(s.out, `convscope report: ${training ? `${s.model} trained on` : s.model + ','} ${s.data}`);
   log(`\nall steps done in ${formatSeconds((Date.now() - started) / 1000)}; open ${report}`);
   return report;

@@ -18,9 +18,14 @@ export const RUN_LAYOUT = {
   report: 'report',
 } as const;
 
+/** A run folder's record of the steps it left out on purpose, by RUN_LAYOUT key, with the reason. */
+export const SKIPPED_FILE = 'skipped.json';
+export type SkippedSteps = Partial<Record<keyof typeof RUN_LAYOUT, string>>;
+
 interface Ctx {
   run: string;
   reportDir: string;
+  skipped: SkippedSteps;
 }
 
 const rel = (ctx: Ctx, path: string) => relative(ctx.reportDir, path).split('\\').join('/');
@@ -34,14 +39,16 @@ function readText(path: string): string | undefined {
   return existsSync(path) ? readFileSync(path, 'utf8') : undefined;
 }
 
-function missing(step: string, dir: string): string {
+function missing(ctx: Ctx, key: keyof typeof RUN_LAYOUT, step: string, dir: string): string {
+  const reason = ctx.skipped[key];
+  if (reason) return `Not run: ${reason}.`;
   return `No output: ${dir} does not exist. Run \`convscope ${step}\` (or \`convscope demo\`) to produce it.`;
 }
 
 function trainingSection(ctx: Ctx): ReportSection {
   const dir = join(ctx.run, RUN_LAYOUT.train);
   const base = { id: 'training', title: 'Training (paper Sec. 3)', text: trainingText(readText(join(dir, 'checkpoint.json'))) };
-  if (!existsSync(join(dir, 'curves.png'))) return { ...base, figures: [], missing: missing('train', dir) };
+  if (!existsSync(join(dir, 'curves.png'))) return { ...base, figures: [], missing: missing(ctx, 'train', 'train', dir) };
   const log = readText(join(dir, 'log.jsonl'));
   let markdown: string | undefined;
   if (log) {
@@ -70,7 +77,7 @@ function topkSection(ctx: Ctx): ReportSection {
     id: 'topk', title: 'Fig. 2: top-9 activations per feature map',
     text: `For each feature map of ${which}, the 9 strongest activations over the validation images (at most one per image), each projected to pixel space by the deconvnet beside the image patch under its receptive field. Projections are scaled by their own max |value| with zero at mid-grey.`,
   };
-  if (!existsSync(dir)) return { ...base, figures: [], missing: missing('topk', dir) };
+  if (!existsSync(dir)) return { ...base, figures: [], missing: missing(ctx, 'topk', 'topk', dir) };
   const layers = readdirSync(dir).filter((f) => existsSync(join(dir, f, 'page-01.png'))).sort();
   // The first page of each layer in the report; the others are listed as links.
   const figures = layers.map((l) => ({ src: rel(ctx, join(dir, l, 'page-01.png')), caption: `${l}, first page` }));
@@ -88,17 +95,17 @@ function evolutionSection(ctx: Ctx): ReportSection {
     text: 'For randomly chosen feature maps of each layer, the projection of the strongest activation over the training images at each snapshot (columns: epochs). A layer counts as settled from the first epoch after which the median correlation between consecutive projections stays at or above 0.9.',
   };
   const summary = readText(join(dir, 'evolution.json'));
-  if (!summary) return { ...base, figures: [], missing: missing('evolve', dir) };
+  if (!summary) return { ...base, figures: [], missing: missing(ctx, 'evolution', 'evolve', dir) };
   const parsed = JSON.parse(summary) as { epochs: number[]; layers: { layer: string; convergedEpoch: number | null; medianCorrelation: number[] }[] };
   const markdown = ['| layer | settled from epoch | median correlation per step |', '|---|---|---|',
     ...parsed.layers.map((l) => `| ${l.layer} | ${l.convergedEpoch ?? 'not yet'} | ${l.medianCorrelation.map((c) => c.toFixed(2)).join(', ')} |`)].join('\n');
   return { ...base, figures: figuresIn(ctx, dir, /^evolution-.*\.png$/, (f) => f.replace(/^evolution-|\.png$/g, '')), markdown };
 }
 
-function simpleSection(ctx: Ctx, id: string, title: string, text: string, step: string, dirName: string, pngs: RegExp, mdFile?: string): ReportSection {
+function simpleSection(ctx: Ctx, id: keyof typeof RUN_LAYOUT, title: string, text: string, step: string, dirName: string, pngs: RegExp, mdFile?: string): ReportSection {
   const dir = join(ctx.run, dirName);
   const figures = figuresIn(ctx, dir, pngs, (f) => f.replace('.png', ''));
-  if (figures.length === 0) return { id, title, text, figures: [], missing: missing(step, dir) };
+  if (figures.length === 0) return { id, title, text, figures: [], missing: missing(ctx, id, step, dir) };
   return { id, title, text, figures, markdown: mdFile ? readText(join(dir, mdFile)) : undefined };
 }
 
@@ -113,7 +120,7 @@ function attributionSection(ctx: Ctx): ReportSection {
     ...runs.map((r) => ({ src: rel(ctx, join(dir, r, 'attributions.png')), caption: r })),
     ...(existsSync(join(dir, 'faithfulness.png')) ? [{ src: rel(ctx, join(dir, 'faithfulness.png')), caption: 'deletion and insertion curves' }] : []),
   ];
-  if (figures.length === 0) return { ...base, figures: [], missing: missing('attribute and faithfulness', dir) };
+  if (figures.length === 0) return { ...base, figures: [], missing: missing(ctx, 'attribution', 'attribute and faithfulness', dir) };
   return { ...base, figures, markdown: readText(join(dir, 'faithfulness.md')) };
 }
 
@@ -124,7 +131,7 @@ function occlusionSection(ctx: Ctx): ReportSection {
     text: 'A grey square slides over each image; for every position the maps show the total activation of the strongest layer-5 feature map, the probability of the correct class and the most probable class, with deconvnet projections of that feature for a few square positions. Low probability where the square covers the object means the model looks at the object, not its surroundings.',
   };
   const runs = existsSync(dir) ? readdirSync(dir).filter((f) => existsSync(join(dir, f, 'figure.png'))).sort() : [];
-  if (runs.length === 0) return { ...base, figures: [], missing: missing('occlude', dir) };
+  if (runs.length === 0) return { ...base, figures: [], missing: missing(ctx, 'occlusion', 'occlude', dir) };
   return { ...base, figures: runs.map((r) => ({ src: rel(ctx, join(dir, r, 'figure.png')), caption: r })), markdown: readText(join(dir, 'score.md')) };
 }
 
@@ -132,7 +139,8 @@ function occlusionSection(ctx: Ctx): ReportSection {
 export function buildReport(run: string, title = 'convscope report'): string {
   if (!existsSync(run)) throw new Error(`run folder ${run} does not exist`);
   const reportDir = join(run, RUN_LAYOUT.report);
-  const ctx: Ctx = { run, reportDir };
+  const skippedText = readText(join(run, SKIPPED_FILE));
+  const ctx: Ctx = { run, reportDir, skipped: skippedText ? (JSON.parse(skippedText) as SkippedSteps) : {} };
   const sections: ReportSection[] = [
     trainingSection(ctx),
     topkSection(ctx),
