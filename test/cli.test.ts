@@ -81,6 +81,31 @@ describe('preprocessing of an ONNX export, and project --png alone', () => {
     assert.match(grey.stderr, /^convscope: --preprocess torchvision is for 3-channel \(RGB\) models; this model takes 1 channels\n$/);
   });
 
+  test('--labels names the classes (a text file or ImageNet-style JSON); --target takes a name; a wrong count is one line', () => {
+    const dir = tmp();
+    const names = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine'];
+    writeFileSync(join(dir, 'labels.txt'), `${names.join('\n')}\n`);
+    writeFileSync(join(dir, 'labels.json'), JSON.stringify(Object.fromEntries(names.map((n, i) => [String(i), [`n0${i}`, n]]))));
+    const attribute = ['attribute', '--model', stock, '--image', fixture('input.png'), '--method', 'gradcam'];
+    const byIndex = run([...attribute, '--target', '7', '--out', join(dir, 'index')]);
+    assert.equal(byIndex.code, 0, byIndex.stderr);
+    assert.match(byIndex.stdout, /^target class 7 \(predicted class 2\): gradcam/m);
+    for (const file of ['labels.txt', 'labels.json']) {
+      const r = run([...attribute, '--labels', join(dir, file), '--target', 'seven', '--out', join(dir, `out-${file}`)]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^target seven \(predicted two\): gradcam/m, file);
+      assert.ok(readFileSync(join(dir, `out-${file}`, 'gradcam.npy')).equals(readFileSync(join(dir, 'index', 'gradcam.npy'))), 'the same class by name and by index');
+    }
+    writeFileSync(join(dir, 'short.txt'), 'a\nb\n');
+    const short = run([...attribute, '--labels', join(dir, 'short.txt'), '--out', join(dir, 'never')]);
+    assert.equal(short.code, 2);
+    assert.match(errorLines(short.stderr).join('\n'), /^convscope: labels file .*short\.txt has 2 names; the model has 10 classes$/);
+    const unknown = run([...attribute, '--labels', join(dir, 'labels.txt'), '--target', 'zebra', '--out', join(dir, 'never')]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /unknown class 'zebra'; give an index 0\.\.9 or a class name: zero, one, two/);
+    assert.ok(!existsSync(join(dir, 'never')));
+  });
+
   test('--png without --out writes the figure only; --out x.png is the figure too', () => {
     const dir = tmp();
     const alone = run([...common, '--png', join(dir, 'a.png')]);

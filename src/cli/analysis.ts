@@ -13,7 +13,7 @@ import { Landmarks } from '../model/landmarks.js';
 import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
-import { DATA_OPTIONS, layersOption, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
+import { classIndex, DATA_OPTIONS, layersOption, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { paperLayerTitles } from './paper-layers.js';
 
 
@@ -30,15 +30,6 @@ export function parseAmounts(name: string, text: string): number[] {
   const values = text.split(',').map((s) => Number(s.trim()));
   if (text.trim() === '' || values.some((v) => !Number.isFinite(v))) throw new UsageError(`--${name} must be FROM:TO:STEP or comma-separated numbers, got '${text}'`);
   return values;
-}
-
-function classIndex(text: string, names: string[] | undefined, classes: number): number {
-  const byName = names?.indexOf(text) ?? -1;
-  if (byName >= 0) return byName;
-  const n = Number(text);
-  if (text.trim() !== '' && Number.isInteger(n) && n >= 0 && n < classes) return n;
-  const known = names ? `: ${names.join(', ')}` : '';
-  throw new UsageError(`unknown class '${text}'; give an index 0..${classes - 1} or a class name${known}`);
 }
 
 interface LabelledInput {

@@ -8,7 +8,7 @@ import { attributionFiles } from '../report/attribution.js';
 import { writeOutputs } from '../report/files.js';
 import { assertFinite, readNpy } from '../tensor.js';
 import { UsageError, type Command, type Options } from './args.js';
-import { INPUT_OPTIONS, inputFrom, layerOption, MODEL_OPTIONS, modelFrom } from './options.js';
+import { INPUT_OPTIONS, inputFrom, layerOption, MODEL_OPTIONS, modelFrom, targetOption } from './options.js';
 import { Progress } from './progress.js';
 import { methodList } from './faithfulness.js';
 
@@ -52,7 +52,7 @@ export const attributeCommand: Command = {
     const noise = o.number('noise');
     if (!(noise >= 0)) throw new UsageError(`--noise must be >= 0, got ${noise}`);
     const options = {
-      target: o.has('target') ? o.int('target', 0) : undefined,
+      target: targetOption(o, model),
       layer: layerOption(o, model),
       steps: o.int('steps', 2),
       integration: o.choice('integration', INTEGRATION_RULES),

@@ -14,7 +14,7 @@ import { projectionFigurePng } from '../render/projection.js';
 import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
 import { buildReport } from '../report/report.js';
 import { UsageError, type Command } from './args.js';
-import { DATA_OPTIONS, INPUT_OPTIONS, inputFrom, layerOption, MODEL_OPTIONS, modelFrom } from './options.js';
+import { DATA_OPTIONS, INPUT_OPTIONS, inputFrom, layerOption, MODEL_OPTIONS, modelFrom, targetOption } from './options.js';
 import { runLocalisationScore } from './occlusion-score.js';
 import { occlusionMaps, type Fill, type OcclusionOptions } from '../analysis/occlusion.js';
 import { writeOutputs } from '../report/files.js';
@@ -226,7 +226,7 @@ export const COMMANDS: Record<string, Command> = {
       const bar = new Progress('occlude', 0, 'positions');
       const options: OcclusionOptions = {
         fill,
-        target: o.has('target') ? o.int('target', 0) : undefined,
+        target: targetOption(o, model),
         window: o.has('window') ? o.int('window', 1) : undefined,
         stride: o.has('stride') ? o.int('stride', 1) : undefined,
         layer: layerOption(o, model),

@@ -5,7 +5,9 @@ import { openTrainAndHeldOut, type TrainAndHeldOut } from '../data/held-out.js';
 import { loadInput } from '../data/image.js';
 import type { Model } from '../model/layers.js';
 import { loadModel, withPreprocess } from '../model/load.js';
+import { readClassNames } from '../model/labels.js';
 import { resolveLayer } from '../model/names.js';
+import { inferShapes } from '../model/shapes.js';
 import { describePreprocess, givenPreprocess, PRESET_NAMES, PREPROCESS_PRESETS } from '../model/preprocess.js';
 import { ZOO_NAMES } from '../model/zoo.js';
 import { assertFinite, readNpy, type Tensor } from '../tensor.js';
@@ -17,6 +19,7 @@ export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   preprocess: { value: true, help: `${PRESET_NAMES.map((n) => `${n}: ${PREPROCESS_PRESETS[n].about}`).join('; ')} (default: the model's; an ONNX file without convscope's metadata is assumed caffe)` },
   mean: { value: true, help: 'per-channel mean to subtract, 0..255 units (123.68,116.78,103.94) or 0..1 units (0.485,0.456,0.406); overrides --preprocess' },
   std: { value: true, help: 'per-channel divisor in the units of --mean (1 is the paper\'s raw pixels); overrides --preprocess' },
+  labels: { value: true, help: 'class names: a text file with one per line, a JSON list, or a JSON object from index to name (imagenet_class_index.json)' },
 };
 
 export function modelFrom(o: Options): Model {
@@ -32,12 +35,33 @@ export function modelFrom(o: Options): Model {
   const given = givenPreprocess(channels, preset, typed);
   for (const note of given.notes) process.stderr.write(`${note}\n`);
   withPreprocess(model, given);
+  const labels = o.string('labels');
+  if (labels !== undefined) model.classes = readClassNames(labels, inferShapes(model).at(-1)!.outShape[0]);
   // An ONNX file usually carries no preprocessing: say what the model is fed, so a wrong guess is seen at once.
   if (path.toLowerCase().endsWith('.onnx')) {
     const source = typed.mean || typed.std ? 'from --mean/--std' : preset ? `from --preprocess ${preset}` : model.preprocess.assumed ? 'assumed' : "from the file's convscope metadata";
     process.stderr.write(`${describePreprocess(model.preprocess, source)}\n`);
   }
   return model;
+}
+
+/** A class as an index or, where the names are known, a name. */
+export function classIndex(text: string, names: string[] | undefined, classes: number): number {
+  const byName = names?.indexOf(text) ?? -1;
+  if (byName >= 0) return byName;
+  const n = Number(text);
+  if (text.trim() !== '' && Number.isInteger(n) && n >= 0 && n < classes) return n;
+  const known = names ? `: ${names.length > 20 ? `${names.slice(0, 20).join(', ')}, ...` : names.join(', ')}` : '';
+  throw new UsageError(`unknown class '${text}'; give an index 0..${classes - 1} or a class name${known}`);
+}
+
+/** --target: the class to explain, by index or by a name from the model's classes (or --labels). */
+export function targetOption(o: Options, model: Model): number | undefined {
+  const v = o.string('target')?.trim();
+  if (v === undefined) return undefined;
+  const classes = inferShapes(model).at(-1)!.outShape[0];
+  if (/^\d+$/.test(v) && Number(v) >= classes) throw new UsageError(`target class ${v} is out of range: model ${model.name} has ${classes} classes (0..${classes - 1})`);
+  return classIndex(v, model.classes, classes);
 }
 
 /** A layer option as the user typed it (a layer, a module or an ONNX name), resolved against the model. */
