@@ -1,7 +1,7 @@
 // The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -178,7 +178,12 @@ test('demo --quick runs every step and writes a report whose figures all exist',
   assert.doesNotMatch(html, /class="missing"/, 'a step left its section empty');
   const sources = [...html.matchAll(/<img src="([^"]+)"/g)].map((m) => m[1]);
   assert.ok(sources.length >= 10, `${sources.length} figures`);
-  for (const src of sources) assert.ok(existsSync(join(dir, 'report', src)), `missing figure ${src}`);
+  // The report is one folder: moved away from its run, every figure is still there, with its size in the page.
+  const moved = join(tmp(), 'moved-report');
+  renameSync(join(dir, 'report'), moved);
+  assert.doesNotMatch(html, /(src|href)="[^"#]*\.\./, 'no link leaves the report folder');
+  for (const src of sources) assert.ok(readFileSync(join(moved, src)).subarray(1, 4).toString() === 'PNG', `figure ${src} is in the moved report`);
+  assert.equal([...html.matchAll(/<img src="[^"]+" alt="[^"]*" width="\d+" height="\d+">/g)].length, sources.length, 'every image has its size');
   for (const id of ['training', 'topk', 'evolution', 'invariance', 'architecture', 'occlusion', 'correspondence', 'attribution']) assert.match(html, new RegExp(`<section id="${id}">`));
   // The faithfulness table of every method, as the demo printed it.
   const table = readFileSync(join(dir, 'attribution', 'faithfulness.md'), 'utf8');

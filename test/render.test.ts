@@ -8,7 +8,9 @@ import { after, describe, test } from 'node:test';
 import { decodeImage, type RgbImage } from '../src/data/image.js';
 import { blueRed, colorAt, heatmap, overlay, viridis } from '../src/render/colormap.js';
 import { encodePng, grid, hstack, projectionToImage, sideBySide, upscale, vstack, writePng } from '../src/render/figure.js';
+import { plotSvg } from '../src/render/plot.js';
 import { label, renderText, textBackend } from '../src/render/text.js';
+import { markdownToHtml } from '../src/report/html.js';
 import { ROOT } from './helpers.js';
 
 /** Decided once per process: pango captions are only testable where fontconfig has a font. */
@@ -239,5 +241,31 @@ describe('figures and PNG', () => {
   test('encodePng keeps grey images one channel', async () => {
     const png = await encodePng({ width: 2, height: 2, channels: 1, data: new Uint8Array([0, 1, 2, 3]) });
     assert.equal(png[25], 0, 'PNG colour type is not greyscale');
+  });
+});
+
+describe('plots and report text', () => {
+  const legendBox = (svg: string) => {
+    const m = /<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)" fill="white" fill-opacity/.exec(svg);
+    assert.ok(m, 'a legend box');
+    return { x: Number(m[1]), y: Number(m[2]) };
+  };
+  const x = Array.from({ length: 10 }, (_, i) => i + 1);
+
+  test('the legend goes to the corner no curve crosses: top right for falling curves, bottom right for rising accuracy', () => {
+    const falling = plotSvg({ title: 'loss', xLabel: 'epoch', yLabel: 'loss', series: [{ name: 'train', x, y: x.map((e) => 2 / e) }] });
+    const rising = plotSvg({ title: 'accuracy', xLabel: 'epoch', yLabel: 'accuracy', yRange: [0, 1], series: [
+      { name: 'train', x, y: x.map((e) => 1 - 0.9 * Math.exp(-e / 2)) },
+      { name: 'validation', x, y: x.map((e) => 0.95 - 0.85 * Math.exp(-e / 2)), dashed: true },
+    ] });
+    const [top, bottom] = [legendBox(falling), legendBox(rising)];
+    assert.ok(top.x > 300 && top.y < 100, `falling: ${JSON.stringify(top)}`);
+    assert.ok(bottom.x > 300 && bottom.y > 200, `rising: ${JSON.stringify(bottom)}`);
+    assert.ok(rising.lastIndexOf('<polyline') < rising.indexOf('fill-opacity'), 'the legend is drawn over the curves');
+  });
+
+  test('report Markdown: lines that follow each other are one paragraph; tables and blank lines end it', () => {
+    const html = markdownToHtml('| a | b |\n|---|---|\n| 1 | 2 |\n\nfirst line\nsecond line\n\nnext paragraph');
+    assert.equal(html, '<table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody></table>\n<p>first line second line</p>\n<p>next paragraph</p>');
   });
 });

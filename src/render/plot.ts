@@ -79,8 +79,18 @@ export function plotSvg(spec: PlotSpec): string {
   parts.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#444"/>`);
   parts.push(`<text x="${m.left + pw / 2}" y="${height - 10}" font-size="12" text-anchor="middle">${escapeXml(spec.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" font-size="12" text-anchor="middle">${escapeXml(spec.yLabel)}</text>`);
-  // The legend sits in the top right corner, as wide as its longest name (11 px text, ~6.6 px a character).
-  const legend = m.left + pw - Math.max(150, 34 + Math.ceil(6.6 * Math.max(0, ...spec.series.map((s) => s.name.length))));
+  // The legend is as wide as its longest name (11 px text, ~6.6 px a character) and goes in the corner the curves
+  // cross least (top right first), on a white box, so it never hides a curve where a free corner exists.
+  const lw = Math.max(150, 34 + Math.ceil(6.6 * Math.max(0, ...spec.series.map((s) => s.name.length))));
+  const lh = 16 * spec.series.length + 6;
+  const samples = spec.series.flatMap((s) => {
+    const pts = s.x.map((x, j) => [sx(x), sy(s.y[j])]).filter(([, y]) => Number.isFinite(y));
+    return pts.flatMap(([x, y], j) => (j === 0 ? [[x, y]] : Array.from({ length: 24 }, (_, k) => [pts[j - 1][0] + ((x - pts[j - 1][0]) * (k + 1)) / 24, pts[j - 1][1] + ((y - pts[j - 1][1]) * (k + 1)) / 24])));
+  });
+  const corners: [number, number][] = [[m.left + pw - lw - 4, m.top + 4], [m.left + pw - lw - 4, m.top + ph - lh - 4], [m.left + 4, m.top + 4], [m.left + 4, m.top + ph - lh - 4]];
+  const crossing = ([cx, cy]: [number, number]) => samples.filter(([x, y]) => x >= cx - 4 && x <= cx + lw + 4 && y >= cy - 4 && y <= cy + lh + 4).length;
+  const [legend, legendTop] = corners.reduce((best, c) => (crossing(c) < crossing(best) ? c : best));
+  const legendParts = [`<rect x="${legend}" y="${legendTop}" width="${lw}" height="${lh}" fill="white" fill-opacity="0.85" stroke="#ddd"/>`];
   spec.series.forEach((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length];
     const pts = s.x.map((x, j) => [x, s.y[j]]).filter(([, y]) => Number.isFinite(y));
@@ -88,11 +98,11 @@ export function plotSvg(spec: PlotSpec): string {
       parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`);
     }
     for (const [x, y] of pts) parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${color}"/>`);
-    const ly = m.top + 14 + i * 16;
-    parts.push(`<line x1="${legend}" x2="${legend + 22}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
-    parts.push(`<text x="${legend + 28}" y="${ly}" font-size="11">${escapeXml(s.name)}</text>`);
+    const ly = legendTop + 15 + i * 16;
+    legendParts.push(`<line x1="${legend + 6}" x2="${legend + 28}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    legendParts.push(`<text x="${legend + 34}" y="${ly}" font-size="11">${escapeXml(s.name)}</text>`);
   });
-  parts.push('</svg>');
+  parts.push(...legendParts, '</svg>');
   return parts.join('\n');
 }
 

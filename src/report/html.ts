@@ -1,9 +1,12 @@
 // The static report: one HTML file with relative links to the run's figures, readable from disk with no server.
 
 export interface ReportFigure {
-  /** Path relative to the report file. */
+  /** Path relative to the report file, inside the report's folder. */
   src: string;
   caption: string;
+  /** The image's size in pixels, when known: the page lays out (and a full-page screenshot shows it) before it loads. */
+  width?: number;
+  height?: number;
 }
 
 export interface ReportSection {
@@ -49,7 +52,13 @@ export function markdownToHtml(md: string): string {
     } else if (/^#{1,6} /.test(line)) {
       const level = Math.min(6, line.indexOf(' ') + 2);
       out.push(`<h${level}>${inline(line.replace(/^#+ /, ''))}</h${level}>`);
-    } else if (line.trim()) out.push(`<p>${inline(line)}</p>`);
+    } else if (line.trim()) {
+      // As in Markdown, lines that follow each other are one paragraph; a blank line, a table or a heading ends it.
+      const text: string[] = [];
+      while (i < lines.length && lines[i].trim() && !/^\s*\||^#{1,6} /.test(lines[i])) text.push(lines[i++].trim());
+      i--;
+      out.push(`<p>${inline(text.join(' '))}</p>`);
+    }
   }
   return out.join('\n');
 }
@@ -66,7 +75,7 @@ section { background: #fff; border: 1px solid #e2e6ea; border-radius: 6px; paddi
 section h2 { margin: 0 0 6px; font-size: 18px; }
 section > p.what { margin: 0 0 12px; color: #444; max-width: 900px; }
 figure { margin: 12px 0; }
-figure img { max-width: 100%; border: 1px solid #eee; image-rendering: pixelated; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; image-rendering: pixelated; }
 figcaption { font-size: 13px; color: #555; }
 table { border-collapse: collapse; margin: 10px 0; font-size: 13px; }
 th, td { border: 1px solid #d5dade; padding: 3px 8px; text-align: right; }
@@ -74,6 +83,7 @@ th:first-child, td:first-child { text-align: left; }
 th { background: #f1f4f6; }
 .missing { color: #9a3412; background: #fff7ed; padding: 8px 12px; border-radius: 4px; }
 code { background: #f1f4f6; padding: 0 3px; border-radius: 3px; }
+header code { background: #3a5366; color: #fff; }
 `;
 
 export function renderReport(title: string, subtitle: string, sections: ReportSection[]): string {
@@ -82,7 +92,7 @@ export function renderReport(title: string, subtitle: string, sections: ReportSe
     const content = s.missing
       ? `<p class="missing">${escapeHtml(s.missing)}</p>`
       : [
-          ...s.figures.map((f) => `<figure><img src="${escapeHtml(f.src)}" alt="${escapeHtml(f.caption)}" loading="lazy"><figcaption>${inline(f.caption)}</figcaption></figure>`),
+          ...s.figures.map((f) => `<figure><img src="${escapeHtml(f.src)}" alt="${escapeHtml(f.caption)}"${f.width && f.height ? ` width="${f.width}" height="${f.height}"` : ''}><figcaption>${inline(f.caption)}</figcaption></figure>`),
           s.markdown ? markdownToHtml(s.markdown) : '',
         ].join('\n');
     return `<section id="${s.id}"><h2>${escapeHtml(s.title)}</h2><p class="what">${inline(s.text)}</p>\n${content}</section>`;

@@ -1,7 +1,7 @@
 // `convscope report`: the run folder of `convscope demo` (or of the single commands, laid out the same way) as one
 // HTML page. Each section reads what its command wrote; a step that did not run is reported as missing.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { writeFileAtomic } from '../util/fs.js';
 import { renderReport, type ReportFigure, type ReportSection } from './html.js';
 
@@ -28,11 +28,33 @@ interface Ctx {
   skipped: SkippedSteps;
 }
 
-const rel = (ctx: Ctx, path: string) => relative(ctx.reportDir, path).split('\\').join('/');
+/** Folder inside the report that holds copies of the run's figures, so the report can be moved or zipped alone. */
+const FILES_DIR = 'files';
+
+/** A run file shown in the report: copied under report/files/ (its path in the run kept), with its pixel size. */
+function figure(ctx: Ctx, path: string, caption: string): ReportFigure {
+  const inRun = relative(ctx.run, path).split('\\').join('/');
+  const copy = join(ctx.reportDir, FILES_DIR, inRun);
+  mkdirSync(dirname(copy), { recursive: true });
+  copyFileSync(path, copy);
+  return { src: `${FILES_DIR}/${inRun}`, caption, ...pngSize(path) };
+}
+
+/** Width and height from a PNG's header (IHDR), so the page lays out before the images load. */
+function pngSize(path: string): { width?: number; height?: number } {
+  const head = Buffer.alloc(24);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, head, 0, 24, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return head.toString('latin1', 12, 16) === 'IHDR' ? { width: head.readUInt32BE(16), height: head.readUInt32BE(20) } : {};
+}
 
 function figuresIn(ctx: Ctx, dir: string, pattern: RegExp, caption: (file: string) => string): ReportFigure[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir).filter((f) => pattern.test(f)).sort().map((f) => ({ src: rel(ctx, join(dir, f)), caption: caption(f) }));
+  return readdirSync(dir).filter((f) => pattern.test(f)).sort().map((f) => figure(ctx, join(dir, f), caption(f)));
 }
 
 function readText(path: string): string | undefined {
@@ -56,7 +78,7 @@ function trainingSection(ctx: Ctx): ReportSection {
     markdown = ['| epoch | train loss | train accuracy | validation accuracy | seconds |', '|---|---|---|---|---|',
       ...rows.map((r) => `| ${r.epoch} | ${r.trainLoss.toFixed(3)} | ${(100 * r.trainAccuracy).toFixed(1)}% | ${r.valAccuracy === undefined ? '' : `${(100 * r.valAccuracy).toFixed(1)}%`} | ${r.seconds.toFixed(1)} |`)].join('\n');
   }
-  return { ...base, figures: [{ src: rel(ctx, join(dir, 'curves.png')), caption: 'training curves' }], markdown };
+  return { ...base, figures: [figure(ctx, join(dir, 'curves.png'), 'training curves')], markdown };
 }
 
 /** What the run's training did, from the configuration its checkpoint records. */
@@ -80,7 +102,7 @@ function topkSection(ctx: Ctx): ReportSection {
   if (!existsSync(dir)) return { ...base, figures: [], missing: missing(ctx, 'topk', 'topk', dir) };
   const layers = readdirSync(dir).filter((f) => existsSync(join(dir, f, 'page-01.png'))).sort();
   // The first page of each layer in the report; the others are listed as links.
-  const figures = layers.map((l) => ({ src: rel(ctx, join(dir, l, 'page-01.png')), caption: `${l}, first page` }));
+  const figures = layers.map((l) => figure(ctx, join(dir, l, 'page-01.png'), `${l}, first page`));
   const more = layers.map((l) => {
     const pages = figuresIn(ctx, join(dir, l), /^page-\d+\.png$/, (f) => f.replace('.png', ''));
     return `${l}: ${pages.map((p) => `[${p.caption}](${p.src})`).join(', ')}`;
@@ -117,8 +139,8 @@ function attributionSection(ctx: Ctx): ReportSection {
   };
   const runs = existsSync(dir) ? readdirSync(dir).filter((f) => existsSync(join(dir, f, 'attributions.png'))).sort() : [];
   const figures = [
-    ...runs.map((r) => ({ src: rel(ctx, join(dir, r, 'attributions.png')), caption: r })),
-    ...(existsSync(join(dir, 'faithfulness.png')) ? [{ src: rel(ctx, join(dir, 'faithfulness.png')), caption: 'deletion and insertion curves' }] : []),
+    ...runs.map((r) => figure(ctx, join(dir, r, 'attributions.png'), r)),
+    ...(existsSync(join(dir, 'faithfulness.png')) ? [figure(ctx, join(dir, 'faithfulness.png'), 'deletion and insertion curves')] : []),
   ];
   if (figures.length === 0) return { ...base, figures: [], missing: missing(ctx, 'attribution', 'attribute and faithfulness', dir) };
   return { ...base, figures, markdown: readText(join(dir, 'faithfulness.md')) };
@@ -132,13 +154,15 @@ function occlusionSection(ctx: Ctx): ReportSection {
   };
   const runs = existsSync(dir) ? readdirSync(dir).filter((f) => existsSync(join(dir, f, 'figure.png'))).sort() : [];
   if (runs.length === 0) return { ...base, figures: [], missing: missing(ctx, 'occlusion', 'occlude', dir) };
-  return { ...base, figures: runs.map((r) => ({ src: rel(ctx, join(dir, r, 'figure.png')), caption: r })), markdown: readText(join(dir, 'score.md')) };
+  return { ...base, figures: runs.map((r) => figure(ctx, join(dir, r, 'figure.png'), r)), markdown: readText(join(dir, 'score.md')) };
 }
 
 /** Builds `<run>/report/index.html` from a run folder; returns its path. */
 export function buildReport(run: string, title = 'convscope report'): string {
   if (!existsSync(run)) throw new Error(`run folder ${run} does not exist`);
   const reportDir = join(run, RUN_LAYOUT.report);
+  // Copies of an earlier build may show figures the run no longer has.
+  rmSync(join(reportDir, FILES_DIR), { recursive: true, force: true });
   const skippedText = readText(join(run, SKIPPED_FILE));
   const ctx: Ctx = { run, reportDir, skipped: skippedText ? (JSON.parse(skippedText) as SkippedSteps) : {} };
   const sections: ReportSection[] = [
