@@ -184,7 +184,9 @@ test('demo --quick runs every step and writes a report whose figures all exist',
   assert.doesNotMatch(html, /(src|href)="[^"#]*\.\./, 'no link leaves the report folder');
   for (const src of sources) assert.ok(readFileSync(join(moved, src)).subarray(1, 4).toString() === 'PNG', `figure ${src} is in the moved report`);
   assert.equal([...html.matchAll(/<img src="[^"]+" alt="[^"]*" width="\d+" height="\d+">/g)].length, sources.length, 'every image has its size');
-  for (const id of ['training', 'topk', 'evolution', 'invariance', 'architecture', 'occlusion', 'correspondence', 'attribution']) assert.match(html, new RegExp(`<section id="${id}">`));
+  for (const id of ['training', 'topk', 'evolution', 'invariance', 'architecture', 'occlusion', 'correspondence', 'transfer', 'attribution']) assert.match(html, new RegExp(`<section id="${id}">`));
+  assert.match(html, /trained, \d+\/class/, 'the transfer table');
+  assert.match(html, /without-fc6-fc7/, 'the ablation table');
   // The faithfulness table of every method, as the demo printed it.
   const table = readFileSync(join(dir, 'attribution', 'faithfulness.md'), 'utf8');
   assert.equal(table.split('\n').filter((l) => /^\| (Saliency|Deconvnet|Guided|Grad-CAM|Integrated|SmoothGrad|Occlusion)/.test(l)).length, 9);
@@ -443,10 +445,10 @@ describe("a user's own folder of images", () => {
     assert.match(r.stderr, /^localisation score skipped: .*flat records no object boxes/m);
     assert.match(r.stderr, /explaining the predicted class/);
     const skipped = JSON.parse(readFileSync(join(out, 'skipped.json'), 'utf8'));
-    assert.deepEqual(Object.keys(skipped).sort(), ['architecture', 'correspondence', 'evolution', 'train']);
+    assert.deepEqual(Object.keys(skipped).sort(), ['ablate', 'architecture', 'correspondence', 'evolution', 'probe', 'train']);
     assert.equal(JSON.parse(readFileSync(join(out, 'topk', 'index.json'), 'utf8')).images, 30, 'the top-9 scan every image of the folder');
     const html = readFileSync(join(out, 'report', 'index.html'), 'utf8');
-    assert.equal(html.match(/Not run: /g)?.length, 4, 'each skipped section says why');
+    assert.equal(html.match(/Not run: /g)?.length, 5, 'each skipped section says why');
     assert.doesNotMatch(html, /No output: /);
   });
 });

@@ -223,7 +223,7 @@ export async function runAblations(model: Model, trainSet: Dataset, valSet: Data
     const start = config.start === 'scratch' ? { ...randomlyInitialised(v.model, config.seed), name: v.model.name } : v.model;
     const before = await accuracy(start, valSet);
     const outDir = join(run.outDir, v.name);
-    log(`${v.name}: ${(100 * before).toFixed(1)}% before retraining; ${config.epochs} epochs of SGD in ${outDir}`);
+    log(`${v.name}: ${(100 * before).toFixed(1)}% before retraining; ${config.epochs} epoch${config.epochs === 1 ? '' : 's'} of SGD in ${outDir}`);
     const began = Date.now();
     const trained = await train(start, trainSet, valSet, training, { outDir, log, ...run.onRun?.(v.name, outDir) });
     const infos = inferShapes(trained.model);

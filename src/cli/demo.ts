@@ -4,6 +4,7 @@
 // written by its report/ writer into the run folder's layout, then the HTML report over them.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomlyInitialised, runAblations } from '../analysis/ablate.js';
 import { compareArchitectures } from '../analysis/architecture.js';
 import { correspondence, datasetPartsSet, paperLayers57, prepareImages } from '../analysis/correspondence.js';
 import { featureEvolution, loadSnapshots } from '../analysis/evolution.js';
@@ -11,19 +12,23 @@ import { invarianceCurves, paperLayers, paperSweeps, type NamedResult } from '..
 import { ATTRIBUTION_METHODS, attributeAll } from '../analysis/attribution.js';
 import { CURVE_STEPS, faithfulness, itemsOf, type FaithfulnessItem } from '../analysis/faithfulness.js';
 import { localisationItems, localisationScore, occlusionMaps } from '../analysis/occlusion.js';
+import { runProbe, type LabelledProbe } from '../analysis/probe.js';
 import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
 import { batches } from '../data/batches.js';
 import type { Dataset, Item } from '../data/dataset.js';
-import { openFilteredDataset } from '../data/filter.js';
+import type { Model } from '../model/layers.js';
+import { filterClasses, openFilteredDataset } from '../data/filter.js';
 import { openTrainAndHeldOut, type TrainAndHeldOut } from '../data/held-out.js';
 import { fitImage, imageToInput, loadInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
 import { loadModel, withPreprocess } from '../model/load.js';
 import { describePreprocess, givenPreprocess, type PresetName } from '../model/preprocess.js';
+import { Landmarks } from '../model/landmarks.js';
 import { isZooName } from '../model/zoo.js';
 import { encodePng } from '../render/figure.js';
 import { compareArchFiles } from '../report/architecture.js';
+import { ablationFiles } from '../report/ablate.js';
 import { attributionFiles } from '../report/attribution.js';
 import { faithfulnessFiles } from '../report/faithfulness.js';
 import { correspondenceFiles, partsSetFiles } from '../report/correspondence.js';
@@ -31,6 +36,7 @@ import { writeEvolution } from '../report/evolution.js';
 import { writeOutputs } from '../report/files.js';
 import { invarianceFiles } from '../report/invariance.js';
 import { localisationFiles, occlusionFiles } from '../report/occlusion.js';
+import { probeFiles } from '../report/probe.js';
 import { buildReport, RUN_LAYOUT, SKIPPED_FILE, type SkippedSteps } from '../report/report.js';
 import { writeTopk } from '../report/topk.js';
 import { writeTrainingCurves } from '../report/training.js';
@@ -73,6 +79,11 @@ function demoTraining(epochs: number): TrainConfig {
 }
 
 const firstN = (n: number, size: number) => Array.from({ length: Math.min(n, size) }, (_, i) => i);
+/** The demo's probes: the paper's Caltech-101 sizes, three draws, a test subset that keeps the step short. */
+const DEMO_PROBE = { perClass: [15, 30], splits: 3, seed: 0, pool: 4, l2: 1, maxTest: 400, batchSize: 64 };
+/** The paper's ablations (Table 3), as zoo layer names, and how the demo fine-tunes each model. */
+const PAPER_ABLATIONS = [['fc7'], ['fc6', 'fc7'], ['conv3', 'conv4']];
+const DEMO_ABLATION = { start: 'trained' as const, lr: 0.01, schedule: { kind: 'constant' as const }, batchSize: 64, seed: 0 };
 /** The class an item is explained for: its label, or (unlabelled data) the predicted class. */
 const labelOf = (item: Item): number | undefined => (item.label >= 0 ? item.label : undefined);
 /** Whether a dataset records object boxes (the localisation score and correspondence need them). */
@@ -120,6 +131,63 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       });
     });
   } else if (!existsSync(s.model)) throw new Error(`model ${s.model} is neither a zoo name nor a file`);
+
+  /**
+   * Sec. 5 and Table 3. Transfer: a model of the same architecture trained on the first 60 % of the classes, its
+   * frozen features probed on the others beside random-init ones (a given model is probed on the data's own classes).
+   * Ablation: the paper's (fc7; fc6 and fc7; conv3 and conv4) where the model has those layers, fine-tuned briefly.
+   */
+  const transferAndAblation = async () => {
+    const sets = await trainAndHeld().catch((e: Error) => e);
+    if (sets instanceof Error) {
+      skip('probe', 'transfer (Sec. 5)', `it needs labelled data: ${sets.message}`);
+      skip('ablate', 'ablation (Table 3)', 'it retrains on labelled data');
+      return;
+    }
+    const { train: trainSet, heldOut } = sets;
+    const n = trainSet.classes.length;
+    if (training && n < 4) skip('probe', 'transfer (Sec. 5)', `it holds classes out of training and needs at least 4; ${trainSet.name} has ${n}`);
+    else {
+      await step(training ? 'transfer (Sec. 5): features learnt on some classes, probed on the others' : 'linear probes of every level (Sec. 5)', async () => {
+        let probed: Model = model;
+        let [probeTrain, probeTest] = [trainSet, heldOut];
+        if (training) {
+          const cut = Math.ceil(0.6 * n);
+          const [source, target] = [Array.from({ length: cut }, (_, c) => c), Array.from({ length: n - cut }, (_, c) => cut + c)];
+          const outDir = join(at('probe'), 'source-model');
+          log(`training ${s.model} on classes ${source.map((c) => trainSet.classes[c]).join(', ')}; probing on ${target.map((c) => trainSet.classes[c]).join(', ')}, which it never sees`);
+          await train(loadModel(s.model, { seed: 0, init: 'kaiming', classes: cut }), filterClasses(trainSet, source), filterClasses(heldOut, source), demoTraining(Math.max(1, Math.round(s.epochs / 2))), {
+            outDir, log, onProgress: new Progress('train', 0, 'batches').report,
+          });
+          probed = loadModel(join(outDir, 'model.safetensors'));
+          [probeTrain, probeTest] = [filterClasses(trainSet, target), filterClasses(heldOut, target)];
+        }
+        // A small set (demo --quick, a user's folder) has fewer than 30 images of some class: probe with what it has.
+        const fewest = Math.min(...probeTrain.classes.map((_, c) => Array.from({ length: probeTrain.size }, (_, i) => probeTrain.label(i)).filter((l) => l === c).length));
+        const perClass = DEMO_PROBE.perClass.filter((k) => k <= fewest);
+        const options = { ...DEMO_PROBE, layers: new Landmarks(probed).levels(), perClass: perClass.length > 0 ? perClass : [Math.max(1, fewest)], log };
+        const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(probed, probeTrain, probeTest, options) }];
+        runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(probed, DEMO_PROBE.seed), probeTrain, probeTest, options) });
+        const { files, markdown } = await probeFiles(runs, `Linear probes: ${probed.name} -> ${probeTest.name}`);
+        writeOutputs(at('probe'), files);
+        log(markdown);
+      });
+    }
+    const ablations = PAPER_ABLATIONS.filter((a) => a.every((name) => model.layers.some((l) => l.name === name)));
+    if (ablations.length === 0) {
+      skip('ablate', 'ablation (Table 3)', `the paper's ablations remove ${[...new Set(PAPER_ABLATIONS.flat())].join(', ')}, which ${model.name} does not have: run convscope ablate --remove with its layer names`);
+      return;
+    }
+    await step(`ablation (Table 3): ${ablations.map((a) => `without ${a.join(' and ')}`).join('; ')}`, async () => {
+      const result = await runAblations(model, trainSet, heldOut, { ...DEMO_ABLATION, ablations, epochs: s.epochs >= 10 ? 2 : 1 }, {
+        outDir: at('ablate'), log,
+        onRun: (name) => ({ onProgress: new Progress(`retrain ${name}`, 0, 'batches').report }),
+      });
+      const { files, markdown } = ablationFiles(result);
+      writeOutputs(at('ablate'), files);
+      log(markdown);
+    });
+  };
 
   const model = loadModel(modelFile, { seed: 0 });
   if (!training) {
@@ -185,6 +253,8 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
         writeOutputs(at('architecture'), (await compareArchFiles(results)).files);
       });
     }
+
+    await transferAndAblation();
 
     await step('occlusion (Fig. 7) and its localisation score', async () => {
       // The held-out images are written as files first and read back as a user's images would be.

@@ -14,6 +14,8 @@ export const RUN_LAYOUT = {
   architecture: 'compare-arch',
   occlusion: 'occlusion',
   correspondence: 'correspondence',
+  probe: 'probe',
+  ablate: 'ablate',
   attribution: 'attribution',
   report: 'report',
 } as const;
@@ -157,6 +159,23 @@ function occlusionSection(ctx: Ctx): ReportSection {
   return { ...base, figures: runs.map((r) => figure(ctx, join(dir, r, 'figure.png'), r)), markdown: readText(join(dir, 'score.md')) };
 }
 
+function transferSection(ctx: Ctx): ReportSection {
+  const probeDir = join(ctx.run, RUN_LAYOUT.probe);
+  const ablateDir = join(ctx.run, RUN_LAYOUT.ablate);
+  const [probe, ablation] = [readText(join(probeDir, 'probe.md')), readText(join(ablateDir, 'ablation.md'))];
+  const base = {
+    id: 'transfer', title: 'Sec. 5 and Table 3: transfer and ablation',
+    text: 'Transfer: a linear softmax on the frozen features of each level, trained on a few images per class of classes the features never saw (the paper: ImageNet features on Caltech-101), beside the same architecture with random weights. Ablation: layers removed, their neighbours adapted, every model fine-tuned briefly; the top-1 error before and after (the paper: the fully connected layers can go, the middle convolutions cannot).',
+  };
+  if (!probe && !ablation) return { ...base, figures: [], missing: missing(ctx, 'probe', 'probe` and `convscope ablate', probeDir) };
+  const notRun = (key: 'probe' | 'ablate', what: string) => (ctx.skipped[key] ? `${what} not run: ${ctx.skipped[key]}.` : '');
+  return {
+    ...base,
+    figures: existsSync(join(probeDir, 'probe.png')) ? [figure(ctx, join(probeDir, 'probe.png'), 'probe accuracy per layer')] : [],
+    markdown: [probe ?? notRun('probe', 'Transfer'), ablation ?? notRun('ablate', 'Ablation')].filter(Boolean).join('\n\n'),
+  };
+}
+
 /** Builds `<run>/report/index.html` from a run folder; returns its path. */
 export function buildReport(run: string, title = 'convscope report'): string {
   if (!existsSync(run)) throw new Error(`run folder ${run} does not exist`);
@@ -179,6 +198,7 @@ export function buildReport(run: string, title = 'convscope report'): string {
     simpleSection(ctx, 'correspondence', 'Table 1: correspondence',
       'The same part is occluded in several images and the sign pattern of the change in layer-5 and layer-7 features is compared between images (mean normalised Hamming distance Δ over pairs). A lower Δ for the part than for random regions of the same size means the model moves its representation the same way for that part in every image.',
       'correspond', RUN_LAYOUT.correspondence, /\.png$/, 'correspondence.md'),
+    transferSection(ctx),
     attributionSection(ctx),
   ];
   const html = renderReport(title, `Zeiler & Fergus, *Visualizing and Understanding Convolutional Networks* (ECCV 2014), reproduced on the run in \`${run}\`.`, sections);
