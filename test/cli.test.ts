@@ -431,6 +431,7 @@ describe("a user's own folder of images", () => {
     const probe = run(['probe', '--model', 'zfnet-small', '--train', classes, '--test', classes, '--layers', 'relu2', '--per-class', '2', '--out', join(out, 'probe')]);
     assert.equal(probe.code, 0, probe.stderr);
     assert.match(probe.stderr, /using 24 images for training, 6 for validation \(seed 0\)/);
+    assert.match(probe.stderr, /^probe features \[#{24}\] (\d+)\/\1 images [\d.]+\/s in \d+s zfnet-small$/m, 'a bar over the feature extraction');
     const json = JSON.parse(readFileSync(join(out, 'probe', 'probe.json'), 'utf8'));
     assert.equal(json.runs[0].result.testItems, 6, 'the probe tests on the held-out cut only');
   });

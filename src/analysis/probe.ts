@@ -6,6 +6,7 @@ import { Engine } from '../engine/engine.js';
 import type { Model } from '../model/layers.js';
 import { sizeOf, type Tensor } from '../tensor.js';
 import { accuracyOf, fitLogisticRegression, predictClasses } from '../train/logistic.js';
+import type { OnProgress } from '../util/progress.js';
 
 // ---------------------------------------------------------------- features
 
@@ -100,6 +101,8 @@ export interface ProbeOptions {
   maxTest?: number;
   batchSize?: number;
   log?: (line: string) => void;
+  /** Images whose features are extracted so far, of all (training and test), and the model's name. */
+  onProgress?: OnProgress;
   /**
    * How the features are extracted (default: here, with `extractFeatures`); `convscope probe --queue` extracts on
    * workers. It must give what `extractFeatures(engine, ds, indices, layers, { pool, batchSize })` gives.
@@ -190,9 +193,9 @@ export async function runProbe(model: Model, trainSet: Dataset, testSet: Dataset
   const draws = probeSplits(trainSet, opts.perClass, opts.splits, opts.seed);
   const trainItems = [...new Set(draws.flat(2))].sort((a, b) => a - b);
   const tests = testIndices(testSet.size, opts.maxTest, opts.seed);
-  const progress = (what: string) => (done: number, total: number) => {
-    if (done === total || done % (8 * (opts.batchSize ?? 64)) === 0) log(`${model.name}: ${what} features ${done}/${total}`);
-  };
+  // One count over both extractions: the training images, then the test images.
+  const all = trainItems.length + tests.length;
+  const progress = (before: number) => (done: number) => opts.onProgress?.(before + done, all, model.name);
   let trainFeatures: FeatureSet, testFeatures: FeatureSet;
   if (opts.extract) {
     trainFeatures = await opts.extract('train', trainSet, trainItems);
@@ -201,8 +204,8 @@ export async function runProbe(model: Model, trainSet: Dataset, testSet: Dataset
     const engine = new Engine(model);
     try {
       const extract = { pool: opts.pool, batchSize: opts.batchSize };
-      trainFeatures = await extractFeatures(engine, trainSet, trainItems, opts.layers, { ...extract, onBatch: progress('training') });
-      testFeatures = await extractFeatures(engine, testSet, tests, opts.layers, { ...extract, onBatch: progress('test') });
+      trainFeatures = await extractFeatures(engine, trainSet, trainItems, opts.layers, { ...extract, onBatch: progress(0) });
+      testFeatures = await extractFeatures(engine, testSet, tests, opts.layers, { ...extract, onBatch: progress(trainItems.length) });
     } finally {
       await engine.dispose();
     }

@@ -166,8 +166,9 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
         const fewest = Math.min(...probeTrain.classes.map((_, c) => Array.from({ length: probeTrain.size }, (_, i) => probeTrain.label(i)).filter((l) => l === c).length));
         const perClass = DEMO_PROBE.perClass.filter((k) => k <= fewest);
         const options = { ...DEMO_PROBE, layers: new Landmarks(probed).levels(), perClass: perClass.length > 0 ? perClass : [Math.max(1, fewest)], log };
-        const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(probed, probeTrain, probeTest, options) }];
-        runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(probed, DEMO_PROBE.seed), probeTrain, probeTest, options) });
+        const bar = () => ({ onProgress: new Progress('probe features', 0, 'images').report });
+        const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(probed, probeTrain, probeTest, { ...options, ...bar() }) }];
+        runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(probed, DEMO_PROBE.seed), probeTrain, probeTest, { ...options, ...bar() }) });
         const { files, markdown } = await probeFiles(runs, `Linear probes: ${probed.name} -> ${probeTest.name}`);
         writeOutputs(at('probe'), files);
         log(markdown);

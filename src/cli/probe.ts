@@ -101,8 +101,9 @@ export const probeCommand: Command = {
           return { ...set, indices: set.indices.map((f) => back.get(f)!), skipped: set.skipped.map((k) => ({ ...k, index: back.get(k.index)! })) };
         },
       };
-    const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(model, trainSet, testSet, { ...options, ...onQueue() }) }];
-    if (o.flag('baseline')) runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(model, seed), trainSet, testSet, { ...options, ...onQueue(seed) }) });
+    const bar = () => ({ onProgress: new Progress('probe features', 0, 'images').report });
+    const runs: LabelledProbe[] = [{ label: 'trained', result: await runProbe(model, trainSet, testSet, { ...options, ...bar(), ...onQueue() }) }];
+    if (o.flag('baseline')) runs.push({ label: 'random init', result: await runProbe(randomlyInitialised(model, seed), trainSet, testSet, { ...options, ...bar(), ...onQueue(seed) }) });
     const { files, markdown } = await probeFiles(runs, `Linear probes: ${model.name} -> ${testSet.name}`);
     writeOutputs(out, files);
     const skipped = runs[0].result.skipped;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { SYNTHESIS_DEFAULTS } from '../analysis/synthesize.js';
 import { parseQueueUrl } from '../distributed/connection.js';
 import { distributedProjector, distributedTopk } from '../distributed/topk.js';
-import { resolveTopkLayers, scanTopk } from '../analysis/topk.js';
+import { resolveTopkLayers, scanTopk, slotsPerFeature } from '../analysis/topk.js';
 import { topkFigureViews } from '../analysis/topk-views.js';
 import { skippedSummary } from '../data/batches.js';
 import { SPLITS, type Dataset, type Split } from '../data/dataset.js';
@@ -78,7 +78,13 @@ export const topkCommand: Command = {
       const { ds, split } = await scanSet(o);
       const indices = firstIndices(ds, limit);
       const total = indices?.length ?? ds.size;
-      process.stderr.write(`topk: ${model.name} on ${ds.name}, ${total} images, layers ${layers.join(', ')}; k ${k}, at most ${perImage} per image\n`);
+      // What the run will cost, before it starts: the scan's images, then up to features x k projections.
+      const features = layers.reduce((a, l) => a + engine.info(l).outShape[0], 0);
+      const slots = slotsPerFeature({ k, images: total, perImage });
+      process.stderr.write(
+        `topk: ${model.name} on ${ds.name}, ${total} images, layers ${layers.join(', ')}; k ${k}, at most ${perImage} per image; ` +
+          `then up to ${features * slots} projections (${features} feature maps x ${slots})\n`,
+      );
       const result = o.has('queue')
         ? await distributedTopk({
             address: parseQueueUrl(o.required('queue')),
