@@ -8,13 +8,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { topClasses } from '../src/analysis/class-target.js';
 import { openDataset } from '../src/data/dataset.js';
+import { loadInput } from '../src/data/image.js';
+import { Engine } from '../src/engine/engine.js';
 import { Landmarks } from '../src/model/landmarks.js';
 import type { Model } from '../src/model/layers.js';
 import { loadModel } from '../src/model/load.js';
 import { readSafetensorsModel } from '../src/model/safetensors.js';
 import { inferShapes } from '../src/model/shapes.js';
 import { startServer, type RunningServer } from '../src/server/server.js';
+import type { Tensor } from '../src/tensor.js';
 import { fixture, ROOT } from './helpers.js';
 
 const CHROMIUM = process.env.CONVSCOPE_CHROMIUM ?? '/usr/bin/chromium';
@@ -115,6 +119,10 @@ for (const spec of MODELS) describe(`viewer in headless Chromium: ${spec.label}`
     const best = await imageStats(page, '#topk-projections img:first-child');
     assert.ok(best.distinct > 1, 'the best top-9 projection is blank');
 
+    // Before an image is chosen, its panel shows nothing (no empty frames, no broken-image icons).
+    assert.ok(await page.isHidden('#views'), 'the image views wait for an image');
+    assert.ok(await page.isHidden('#ranked') && await page.isHidden('#maps'));
+
     // Upload an image through the file input, as a person would.
     await page.setInputFiles('#upload', fixture('input.png'));
     await page.waitForFunction((l) => {
@@ -137,12 +145,67 @@ for (const spec of MODELS) describe(`viewer in headless Chromium: ${spec.label}`
     // Another rule re-projects the same unit.
     await page.selectOption('#rule', 'guided');
     await page.waitForSelector(`#projection[data-unit="${layer}/5/3/6/guided"]`, { timeout: 30_000 });
+    await page.selectOption('#rule', 'deconvnet');
+    await page.waitForSelector(`#projection[data-unit="${layer}/5/3/6/deconvnet"]`, { timeout: 30_000 });
 
-    // Occlusion: the button runs a job; the page polls it and shows the map when done.
+    // The top classes beside the image, as the engine computes them.
+    const input = await loadInput(fixture('input.png'), model);
+    const engine = new Engine(model);
+    let act: Tensor;
+    let expected: { class: number; probability: number }[];
+    try {
+      expected = await topClasses(engine, input, 5);
+      act = (await engine.forward(input, [layer])).activations.get(layer)!;
+    } finally {
+      await engine.dispose();
+    }
+    await page.waitForFunction(() => document.querySelectorAll('#predictions li').length === 5, undefined, { timeout: 30_000 });
+    assert.deepEqual(await page.$$eval('#predictions li', (els) => els.map((e) => e.textContent)), expected.map((c) => `class ${c.class} ${(100 * c.probability).toFixed(1)}%`));
+
+    // The colour bar spans the map's own range; the features are ranked for this image, the strongest first.
+    const [C, H, W] = act.shape.slice(1);
+    const map5 = act.data.subarray(5 * H * W, 6 * H * W);
+    assert.deepEqual([await page.textContent('#scale-min'), await page.textContent('#scale-max')], [Math.min(...map5).toPrecision(3), Math.max(...map5).toPrecision(3)]);
+    const maxOf = (f: number) => Math.max(...act.data.subarray(f * H * W, (f + 1) * H * W));
+    const strongest = Array.from({ length: C }, (_, f) => f).sort((a, b) => maxOf(b) - maxOf(a) || a - b);
+    assert.deepEqual(await page.$$eval('#ranked-list button', (els) => els.map((e) => Number((e as HTMLElement).dataset.feature))), strongest.slice(0, Math.min(12, C)));
+
+    // A silent unit says so instead of showing a flat projection.
+    const zero = map5.findIndex((v) => v === 0);
+    assert.ok(zero >= 0, 'feature 5 has a silent unit on this image');
+    await page.locator('#activation-map').click({ position: { x: ((zero % W) + 0.5) * 32, y: (Math.floor(zero / W) + 0.5) * 32 } });
+    await page.waitForSelector(`#projection[data-unit="${layer}/5/${Math.floor(zero / W)}/${zero % W}/deconvnet"]`, { state: 'attached', timeout: 30_000 });
+    assert.ok(await page.isHidden('#projection') && await page.isVisible('#silent-note'));
+    assert.match(await page.textContent('#silent-note') ?? '', /is silent at .* nothing to project/);
+
+    // "Strongest unit" projects the map's maximum; a ranked feature and a tile of the all-maps grid select a feature.
+    const at = map5.indexOf(Math.max(...map5));
+    await page.click('#strongest');
+    await page.waitForSelector(`#projection[data-unit="${layer}/5/${Math.floor(at / W)}/${at % W}/deconvnet"]`, { timeout: 30_000 });
+    assert.ok(await page.isVisible('#projection') && await page.isHidden('#silent-note'));
+    await page.click(`#ranked-list button[data-feature="${strongest[1]}"]`);
+    await page.waitForFunction((f) => (document.getElementById('feature') as HTMLInputElement).value === String(f), strongest[1]);
+    await page.click('#show-maps');
+    await page.waitForSelector(`#maps-grid[data-loaded="${C}"]`, { timeout: 60_000 });
+    assert.equal(await page.locator('#maps-grid figure').count(), C);
+    assert.equal(await page.textContent('#maps-grid figure:nth-child(8) figcaption'), '7');
+    await page.click('#maps-grid figure:nth-child(8)');
+    await page.waitForFunction(() => (document.getElementById('feature') as HTMLInputElement).value === '7');
+    await page.waitForSelector('#maps-grid figure.current[data-feature="7"]', { timeout: 30_000 });
+    await page.fill('#feature', '5');
+    await page.press('#feature', 'Tab');
+    await page.waitForSelector('#maps-grid figure.current[data-feature="5"]', { timeout: 30_000 });
+
+    // Occlusion of a chosen class with a chosen square: the button runs a job; the page polls it and shows the map.
+    await page.fill('#target', '3');
+    await page.fill('#window', '16');
+    await page.fill('#stride', '8');
     await page.click('#occlude');
     await page.waitForSelector('#occlusion-figure:not([hidden])', { timeout: 30_000 });
     await page.waitForFunction(() => (document.getElementById('occlusion-image') as HTMLImageElement).naturalWidth === 64, undefined, { timeout: 30_000 });
     assert.equal(await page.$eval('#occlusion-progress', (el) => (el as HTMLProgressElement).value), 1);
+    assert.match(await page.textContent('#occlusion-caption') ?? '', /^p\(class 3\) with a 16 px grey square centred there \(7x7 positions\)/);
+    await page.fill('#target', '');
 
     // An attribution from the method menu: Integrated Gradients of the predicted class, with its colour bar.
     await page.selectOption('#method', 'ig');

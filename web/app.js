@@ -2,10 +2,10 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, image: null, clicked: null };
+const state = { model: null, image: null, clicked: null, summary: null };
 // Each panel keeps a counter of its requests: an answer that arrives after a newer request was made is dropped,
 // so quick changes of layer or feature never mix two answers in one panel.
-const latest = { topk: 0, activation: 0, projection: 0, attribution: 0, synthetic: 0 };
+const latest = { topk: 0, activation: 0, projection: 0, attribution: 0, synthetic: 0, maps: 0 };
 
 function status(text) {
   $('status').textContent = text;
@@ -93,7 +93,15 @@ function onLayerChange() {
 function refreshAll() {
   // A synthetic image belongs to one feature: another feature's would mislead.
   $('synthetic-figure').hidden = true;
-  return Promise.all([showTopk(), showActivation()]);
+  return Promise.all([showTopk(), showActivation(), state.image && !$('maps').hidden ? showMaps() : undefined]);
+}
+
+/** Makes `f` the current feature and shows everything for it. */
+function selectFeature(f) {
+  $('feature').value = String(f);
+  state.clicked = null;
+  $('unit-marker').hidden = true;
+  return refreshAll();
 }
 
 // ------------------------------------------------------------------ top 9
@@ -146,8 +154,24 @@ async function setImage(info) {
   $('attribute').disabled = false;
   $('occlusion-figure').hidden = true;
   $('attribution-figure').hidden = true;
+  $('projection-figure').hidden = true;
+  // Nothing of the image panel shows before there is an image: no empty frames or broken-image icons.
+  $('views').hidden = false;
   await showImage($('input-image'), info.url);
-  await showActivation();
+  await Promise.all([showPredictions(), showActivation(), $('maps').hidden ? undefined : showMaps()]);
+}
+
+/** The image's most probable classes beside it. */
+async function showPredictions() {
+  const id = state.image.id;
+  const p = await api(`/api/images/${id}/predictions?top=5`);
+  if (!state.image || state.image.id !== id) return;
+  $('predictions').replaceChildren(...p.classes.map((c, i) => {
+    const li = document.createElement('li');
+    li.textContent = `${c.name} ${(100 * c.probability).toFixed(1)}%`;
+    if (i === 0) li.className = 'top';
+    return li;
+  }));
 }
 
 async function showActivation() {
@@ -155,12 +179,59 @@ async function showActivation() {
   const turn = ++latest.activation;
   const q = `layer=${encodeURIComponent(layer())}&feature=${feature()}`;
   const [h, w] = layerInfo(layer()).outShape.slice(1);
-  $('activation-caption').textContent = `${layer()} feature ${feature()}: ${h}x${w} map (click a unit)`;
-  $('all-maps').href = `/api/images/${state.image.id}/activation.png?layer=${encodeURIComponent(layer())}`;
-  $('all-maps').hidden = false;
-  await showImage($('activation-map'), `/api/images/${state.image.id}/activation.png?${q}`);
+  const [summary] = await Promise.all([
+    api(`/api/images/${state.image.id}/activations?layer=${encodeURIComponent(layer())}`),
+    showImage($('activation-map'), `/api/images/${state.image.id}/activation.png?${q}`),
+  ]);
   if (turn !== latest.activation) return;
+  state.summary = summary;
+  const f = summary.features[feature()];
+  // The heat map spans the map's own range: the colour bar says which values its ends are.
+  $('scale-min').textContent = f.min.toPrecision(3);
+  $('scale-max').textContent = f.max.toPrecision(3);
+  $('activation-caption').textContent = `${layer()} feature ${feature()}: ${h}x${w} map, strongest ${f.max.toPrecision(4)} at (${f.y},${f.x}) (click a unit)`;
+  showRanked(summary);
   if (state.clicked) await projectAt(state.clicked.y, state.clicked.x);
+}
+
+/** The layer's features ranked by their strongest activation on this image; a click selects one. */
+function showRanked(summary) {
+  const ranked = [...summary.features].sort((a, b) => b.max - a.max || a.feature - b.feature).slice(0, 12);
+  $('ranked-list').replaceChildren(...ranked.map((f) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = `#${f.feature} ${f.max.toPrecision(3)}`;
+    b.dataset.feature = String(f.feature);
+    if (f.feature === feature()) b.className = 'current';
+    b.addEventListener('click', () => guard(() => selectFeature(f.feature)));
+    return b;
+  }));
+  $('ranked').hidden = false;
+}
+
+/** Every feature map of the layer for this image, with its index; a click selects the feature. */
+async function showMaps() {
+  const turn = ++latest.maps;
+  const channels = layerInfo(layer()).outShape[0];
+  const base = `/api/images/${state.image.id}/activation.png?layer=${encodeURIComponent(layer())}`;
+  $('maps-title').textContent = `every feature map of ${layer()} (${channels}), each on its own colour range; click one to select it`;
+  const figures = Array.from({ length: channels }, (_, f) => {
+    const fig = document.createElement('figure');
+    fig.dataset.feature = String(f);
+    if (f === feature()) fig.className = 'current';
+    const img = new Image();
+    img.alt = `feature ${f}`;
+    const cap = document.createElement('figcaption');
+    cap.textContent = String(f);
+    fig.append(img, cap);
+    fig.addEventListener('click', () => guard(() => selectFeature(f)));
+    return { fig, load: () => showImage(img, `${base}&feature=${f}`) };
+  });
+  $('maps-grid').replaceChildren(...figures.map((x) => x.fig));
+  $('maps').hidden = false;
+  // A few at a time: a layer of hundreds of maps must not queue hundreds of requests at once.
+  for (let i = 0; i < figures.length && turn === latest.maps; i += 8) await Promise.all(figures.slice(i, i + 8).map((x) => x.load()));
+  if (turn === latest.maps) $('maps-grid').dataset.loaded = String(channels);
 }
 
 /** The map unit under a click: the image is the map scaled up, so divide by the displayed cell size. */
@@ -198,6 +269,12 @@ async function projectAt(y, x) {
   if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src);
   await showImage(img, URL.createObjectURL(blob));
   img.dataset.unit = `${layer()}/${feature()}/${y}/${x}/${rule}`;
+  $('projection-figure').hidden = false;
+  // A unit that does not fire has nothing to project: say so rather than show a flat grey square.
+  const silent = !(Number(unit.value) > 0);
+  img.hidden = silent;
+  $('silent-note').hidden = !silent;
+  $('silent-note').textContent = silent ? `${layer()} feature ${feature()} is silent at (${y},${x}) on this image (activation ${Number(unit.value).toPrecision(3)}): nothing to project. Try the strongest unit.` : '';
   $('projection-caption').textContent = `${rule} projection of ${layer()} feature ${feature()} at (${y},${x}), activation ${Number(unit.value).toPrecision(4)}`;
   status('');
 }
@@ -267,7 +344,9 @@ async function occlude() {
   bar.hidden = false;
   bar.value = 0;
   try {
-    let job = await api(`/api/images/${state.image.id}/occlusion`, { method: 'POST' });
+    const params = new URLSearchParams({ layer: layer() });
+    for (const key of ['target', 'window', 'stride']) if ($(key).value.trim() !== '') params.set(key, String(Number($(key).value)));
+    let job = await api(`/api/images/${state.image.id}/occlusion?${params}`, { method: 'POST' });
     while (job.state === 'queued' || job.state === 'running') {
       status(job.total > 0 ? `occlusion: ${job.done}/${job.total} positions` : 'occlusion: waiting for the engine…');
       if (job.total > 0) bar.value = job.done / job.total;
@@ -300,6 +379,11 @@ $('pick').addEventListener('click', () => guard(pick));
 $('occlude').addEventListener('click', () => guard(occlude));
 $('attribute').addEventListener('click', () => guard(explain));
 $('show-synthetic').addEventListener('click', () => guard(showSynthetic));
+$('strongest').addEventListener('click', () => guard(async () => {
+  const f = state.summary && state.summary.features[feature()];
+  if (f) await projectAt(f.y, f.x);
+}));
+$('show-maps').addEventListener('click', () => guard(showMaps));
 // mousedown, not click: when a just-edited field loses focus on the same press, its change redraws the map and
 // Chromium can drop the click that follows.
 $('activation-map').addEventListener('mousedown', (e) => {

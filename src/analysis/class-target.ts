@@ -46,3 +46,23 @@ export function argmaxRows(scores: Tensor): number[] {
     return best;
   });
 }
+
+/** Probabilities from class scores: a softmax, unless the scores already are probabilities (a model ending in one). */
+export function softmax(scores: ArrayLike<number>, isSoftmax = false): Float64Array {
+  const p = Float64Array.from(scores);
+  if (isSoftmax) return p;
+  let max = -Infinity;
+  for (const v of p) max = Math.max(max, v);
+  let sum = 0;
+  for (let i = 0; i < p.length; i++) sum += p[i] = Math.exp(p[i] - max);
+  for (let i = 0; i < p.length; i++) p[i] /= sum;
+  return p;
+}
+
+/** The `top` most probable classes of one image, most probable first (ties: the lower class). */
+export async function topClasses(engine: Engine, input: Tensor, top: number): Promise<{ class: number; probability: number }[]> {
+  const p = softmax((await classScores(engine, input)).data);
+  return Array.from(p, (probability, c) => ({ class: c, probability }))
+    .sort((a, b) => b.probability - a.probability || a.class - b.class)
+    .slice(0, top);
+}

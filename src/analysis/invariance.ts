@@ -6,6 +6,7 @@
 // the dataset mean, i.e. 0 input, the same grey the occlusion experiments use.
 import type { Engine } from '../engine/engine.js';
 import { transformInput, type Transform } from '../data/transform.js';
+import { softmax } from './class-target.js';
 import { Landmarks } from '../model/landmarks.js';
 import { findLayer, type Model } from '../model/layers.js';
 import { sizeOf, tensor, type Tensor } from '../tensor.js';
@@ -67,17 +68,6 @@ export function paperSweeps(height: number): Sweep[] {
 export function paperLayers(model: Model): [string, string] {
   const marks = new Landmarks(model);
   return [marks.firstConv(), marks.classifierInput()];
-}
-
-export function softmax(scores: ArrayLike<number>, isSoftmax = false): Float64Array {
-  const p = Float64Array.from(scores);
-  if (isSoftmax) return p;
-  let max = -Infinity;
-  for (const v of p) max = Math.max(max, v);
-  let sum = 0;
-  for (let i = 0; i < p.length; i++) sum += p[i] = Math.exp(p[i] - max);
-  for (let i = 0; i < p.length; i++) p[i] /= sum;
-  return p;
 }
 
 export function argmax(v: ArrayLike<number>): number {

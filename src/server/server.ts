@@ -106,6 +106,10 @@ const ROUTES: Route[] = [
     handler: async (ctx, _req, res, m) => sendPng(res, ctx.viewer.image(m[1]).image),
   },
   {
+    method: 'GET', pattern: new RegExp(`^/api/images/${SEGMENT}/predictions$`),
+    handler: async (ctx, _req, res, m, q) => sendJson(res, 200, await ctx.viewer.predictions(m[1], optionalInt(q, 'top', 1000) ?? 5)),
+  },
+  {
     method: 'GET', pattern: new RegExp(`^/api/images/${SEGMENT}/activations$`),
     handler: async (ctx, _req, res, m, q) => sendJson(res, 200, await ctx.viewer.activationSummary(m[1], layerParam(q))),
   },
@@ -151,6 +155,7 @@ const ROUTES: Route[] = [
         layer: q.get('layer') ?? undefined,
         window: optionalInt(q, 'window', 4096),
         stride: optionalInt(q, 'stride', 4096),
+        target: optionalInt(q, 'target', 1 << 20),
       });
       sendJson(res, 202, { ...ctx.viewer.jobJson(job), url: `/api/jobs/${job.id}` });
     },

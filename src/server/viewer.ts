@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { attribute, ATTRIBUTION_METHODS, type Attribution, type AttributionMethod } from '../analysis/attribution.js';
+import { topClasses } from '../analysis/class-target.js';
 import { occlusionMaps, type PaperMaps } from '../analysis/occlusion.js';
 import { synthesize } from '../analysis/synthesize.js';
 import { maxUnit, projectUnit, ZF_SETTINGS, type Projection } from '../analysis/project.js';
@@ -190,7 +191,9 @@ export class Viewer {
     const [C, H, W] = act.shape.slice(1);
     const features = Array.from({ length: C }, (_, f) => {
       const { unit, value } = maxUnit(act, 0, f);
-      return { feature: f, max: value, y: unit.y, x: unit.x };
+      // The map's own range is what its heat map spans (the page draws the colour scale from it).
+      const min = act.data.subarray(f * H * W, (f + 1) * H * W).reduce((a, v) => Math.min(a, v), Infinity);
+      return { feature: f, max: value, min, y: unit.y, x: unit.x };
     });
     return { image: id, layer, shape: [C, H, W], features };
   }
@@ -213,6 +216,13 @@ export class Viewer {
     }
     const img = this.image(id);
     return this.queue.run(() => projectUnit(this.engine, img.input, layer, feature, position, { ...ZF_SETTINGS, rule }));
+  }
+
+  /** The image's most probable classes, with their names where the model has them. */
+  async predictions(id: string, top: number): Promise<object> {
+    const img = this.image(id);
+    const classes = await this.queue.run(() => topClasses(this.engine, img.input, top));
+    return { image: id, classes: classes.map((c) => ({ ...c, name: this.model.classes?.[c.class] ?? `class ${c.class}` })) };
   }
 
   /** A class attribution of a stored image (the predicted class unless a target is given). */
@@ -353,8 +363,15 @@ export class Viewer {
   // ------------------------------------------------------------ occlusion
 
   /** Starts an occlusion run (paper mode) in the queue; its progress is polled through job(id). */
-  startOcclusion(id: string, options: { layer?: string; window?: number; stride?: number }): OcclusionJob {
+  startOcclusion(id: string, options: { layer?: string; window?: number; stride?: number; target?: number }): OcclusionJob {
     const img = this.image(id);
+    const classes = this.engine.infos.at(-1)!.outShape[0];
+    if (options.target !== undefined && options.target >= classes) throw new HttpError(400, `target must be in 0..${classes - 1}, got ${options.target}`);
+    const [, H, W] = this.model.input;
+    for (const key of ['window', 'stride'] as const) {
+      const v = options[key];
+      if (v !== undefined && !(v >= 1 && v <= Math.min(H, W))) throw new HttpError(400, `${key} must be in 1..${Math.min(H, W)}, got ${v}`);
+    }
     const layer = options.layer ?? new Landmarks(this.model, this.engine.infos).lastFeatureMap();
     this.mapLayer(layer);
     const active = [...this.jobs.values()].filter((j) => j.state === 'queued' || j.state === 'running').length;
@@ -372,7 +389,7 @@ export class Viewer {
         if (job.abort.signal.aborted) throw job.abort.signal.reason;
         job.state = 'running';
         return occlusionMaps(this.engine, img.input, {
-          mode: 'paper', layer, window: options.window, stride: options.stride, signal: job.abort.signal,
+          mode: 'paper', layer, window: options.window, stride: options.stride, target: options.target, signal: job.abort.signal,
           onProgress: (done, total) => {
             job.done = done;
             job.total = total;
