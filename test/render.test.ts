@@ -264,8 +264,8 @@ describe('plots and report text', () => {
     assert.ok(rising.lastIndexOf('<polyline') < rising.indexOf('fill-opacity'), 'the legend is drawn over the curves');
   });
 
-  test('report Markdown: lines that follow each other are one paragraph; tables and blank lines end it', () => {
-    const html = markdownToHtml('| a | b |\n|---|---|\n| 1 | 2 |\n\nfirst line\nsecond line\n\nnext paragraph');
-    assert.equal(html, '<table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody></table>\n<p>first line second line</p>\n<p>next paragraph</p>');
+  test('report Markdown: lines that follow each other are one paragraph; tables, lists and blank lines end it', () => {
+    const html = markdownToHtml('| a | b |\n|---|---|\n| 1 | 2 |\n\nfirst line\nsecond line\n\nnext paragraph\n- one\n- two');
+    assert.equal(html, '<table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody></table>\n<p>first line second line</p>\n<p>next paragraph</p>\n<ul><li>one</li><li>two</li></ul>');
   });
 });

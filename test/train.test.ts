@@ -1,7 +1,7 @@
 // The trainer: SGD arithmetic, renormalisation, schedules, and resume-to-identical-weights after a kill.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -101,6 +101,44 @@ describe('trainer', () => {
     assert.deepEqual(snap.preprocess.meanImage!.shape, [3, 64, 64]);
     assert.ok(snap.preprocess.std.every((s) => s > 10 && s < 128), `std ${snap.preprocess.std}`);
     assert.equal(snap.classes?.length, 10);
+  });
+
+  test('the checkpoint is one file: a stale or missing checkpoint.json (a kill between the writes) resumes the same', async () => {
+    const straight = tmp();
+    const full = await runTraining(straight);
+    const dir = tmp();
+    await runTraining(dir, 4);
+    const json = join(dir, 'checkpoint.json');
+    // What a kill after the weights' rename and before the JSON's leaves: a JSON one checkpoint behind.
+    writeFileSync(json, JSON.stringify({ ...JSON.parse(readFileSync(json, 'utf8')), batch: 2, step: '1:2' }));
+    const rest = await runTraining(dir, undefined, true);
+    for (const [key, w] of full.model.weights) assert.deepEqual(rest.model.weights.get(key)!.data, w.data, key);
+    const gone = tmp();
+    await runTraining(gone, 3);
+    rmSync(join(gone, 'checkpoint.json'));
+    const again = await runTraining(gone, undefined, true);
+    for (const [key, w] of full.model.weights) assert.deepEqual(again.model.weights.get(key)!.data, w.data, key);
+  });
+
+  test('--resume before the first checkpoint starts over with a notice; checkpoints come by time as well as by batches', async () => {
+    const full = await runTraining(tmp());
+    const empty = tmp();
+    const lines: string[] = [];
+    const model = createZooModel('zfnet-small', { seed: 3, init: 'kaiming' });
+    const fresh = await train(model, openShapes({ count: 80 }, 'train'), openShapes({ count: 32 }, 'val'), SMALL, { outDir: empty, resume: true, log: (l) => lines.push(l) });
+    assert.equal(lines[0], `no checkpoint in ${empty} yet: starting from the beginning`);
+    for (const [key, w] of full.model.weights) assert.deepEqual(fresh.model.weights.get(key)!.data, w.data, key);
+    // Batch checkpoints never fall due (every 1000 batches); with a 0 s interval every batch is saved by time, so a
+    // kill (an exception from the progress hook) after batch 3 leaves batch 3's checkpoint.
+    const timed = tmp();
+    const rare = { ...SMALL, checkpointEvery: 1000 };
+    const kill = (done: number) => {
+      if (done === 4) throw new Error('killed');
+    };
+    await assert.rejects(train(createZooModel('zfnet-small', { seed: 3, init: 'kaiming' }), openShapes({ count: 80 }, 'train'), openShapes({ count: 32 }, 'val'), rare, { outDir: timed, checkpointSeconds: 0, onProgress: kill }), /killed/);
+    assert.equal(JSON.parse(readFileSync(join(timed, 'checkpoint.json'), 'utf8')).batch, 3);
+    const resumed = await train(createZooModel('zfnet-small', { seed: 3, init: 'kaiming' }), openShapes({ count: 80 }, 'train'), openShapes({ count: 32 }, 'val'), rare, { outDir: timed, resume: true });
+    for (const [key, w] of full.model.weights) assert.deepEqual(resumed.model.weights.get(key)!.data, w.data, key);
   });
 
   test('resume with other settings is refused', async () => {

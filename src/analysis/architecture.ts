@@ -41,8 +41,9 @@ export async function compareArchitectures(
     if (given && !existsSync(join(given, 'checkpoint.json'))) throw new Error(`${given} holds no convscope training run of ${name}`);
     hooks.log?.(given ? `using the finished ${name} run in ${given}` : `training ${name}`);
     const model = createZooModel(name, { seed: config.seed, init: 'kaiming', classes: trainSet.classes.length });
-    // A given run, or on --resume a started one, continues from its checkpoint (a finished run just loads).
-    const resume = given !== undefined || (hooks.resume === true && existsSync(join(dir, 'checkpoint.json')));
+    // A given run, or on --resume a started one, continues from its checkpoint (a finished run just loads; a run
+    // with no checkpoint yet starts over).
+    const resume = given !== undefined || hooks.resume === true;
     const { onActivityProgress, ...runHooks } = hooks.onRun?.(name, dir) ?? {};
     const run = await train(model, trainSet, valSet, config, { outDir: dir, resume, log: hooks.log, ...runHooks });
     const engine = new Engine(run.model);

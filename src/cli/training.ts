@@ -40,7 +40,7 @@ export const trainCommand: Command = {
     'raw-pixels': { value: false, help: 'do not divide inputs by the data\'s pixel spread (the paper\'s raw pixels; slower to start)' },
     seed: { value: true, help: 'seed of the initial weights, the batch order, dropout and augmentation', default: 0 },
     'checkpoint-every': { value: true, help: 'batches between checkpoints, and one at every epoch end', default: PAPER_TRAINING.checkpointEvery },
-    resume: { value: false, help: 'continue from the checkpoint in OUT with the same options' },
+    resume: { value: false, help: 'continue from the checkpoint in OUT with the same options (saved every --checkpoint-every batches, every 30 s and at each epoch; none yet: start over)' },
   },
   async run(o) {
     const epochs = o.int('epochs', 1);

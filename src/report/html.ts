@@ -52,10 +52,15 @@ export function markdownToHtml(md: string): string {
     } else if (/^#{1,6} /.test(line)) {
       const level = Math.min(6, line.indexOf(' ') + 2);
       out.push(`<h${level}>${inline(line.replace(/^#+ /, ''))}</h${level}>`);
+    } else if (/^\s*- /.test(line)) {
+      const items: string[] = [];
+      while (i < lines.length && /^\s*- /.test(lines[i])) items.push(lines[i++].replace(/^\s*- /, ''));
+      i--;
+      out.push(`<ul>${items.map((item) => `<li>${inline(item)}</li>`).join('')}</ul>`);
     } else if (line.trim()) {
       // As in Markdown, lines that follow each other are one paragraph; a blank line, a table or a heading ends it.
       const text: string[] = [];
-      while (i < lines.length && lines[i].trim() && !/^\s*\||^#{1,6} /.test(lines[i])) text.push(lines[i++].trim());
+      while (i < lines.length && lines[i].trim() && !/^\s*(\||- )|^#{1,6} /.test(lines[i])) text.push(lines[i++].trim());
       i--;
       out.push(`<p>${inline(text.join(' '))}</p>`);
     }

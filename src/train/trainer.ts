@@ -92,6 +92,8 @@ export interface TrainRunOptions {
   onEpoch?: (entry: EpochLog, history: EpochLog[]) => void | Promise<void>;
   /** Stop after this many batches of the whole run (tests simulate a kill with it). */
   stopAfterBatches?: number;
+  /** Also checkpoint when this many seconds passed since the last one (default 30), so a kill loses little. */
+  checkpointSeconds?: number;
 }
 
 interface Checkpoint {
@@ -184,10 +186,10 @@ function saveCheckpoint(dir: string, model: Model, sgd: Sgd, state: Checkpoint):
   const tensors = new Map(model.weights);
   for (const [key, v] of sgd.velocity) tensors.set(`${VELOCITY}${key}`, { shape: model.weights.get(key)!.shape, data: v });
   if (model.preprocess.meanImage) tensors.set('preprocess.mean_image', model.preprocess.meanImage);
-  // Weights first, then the JSON that points at them: a kill between the two leaves the previous pair consistent
-  // only if the JSON names the step, so the JSON carries the step and is checked against the weights' metadata.
+  // One file is the checkpoint: the state travels in the weights' metadata, so a single rename replaces both and a
+  // kill at any point leaves the previous checkpoint or the new one whole. checkpoint.json is a readable copy.
   const step = `${state.epoch}:${state.batch}`;
-  writeFileAtomic(join(dir, CHECKPOINT_WEIGHTS), encodeSafetensors(tensors, { step }));
+  writeFileAtomic(join(dir, CHECKPOINT_WEIGHTS), encodeSafetensors(tensors, { step, state: JSON.stringify(state) }));
   writeFileAtomic(join(dir, CHECKPOINT_JSON), compactJson({ ...state, step }));
 }
 
@@ -198,15 +200,25 @@ export function readTrainConfig(dir: string): TrainConfig {
   return (JSON.parse(readFileSync(jsonPath, 'utf8')) as Checkpoint).config;
 }
 
+/** Whether `dir` holds a checkpoint to resume from. */
+function hasCheckpoint(dir: string): boolean {
+  return existsSync(join(dir, CHECKPOINT_WEIGHTS));
+}
+
 function loadCheckpoint(dir: string, model: Model, sgd: Sgd, config: TrainConfig): Checkpoint {
-  const jsonPath = join(dir, CHECKPOINT_JSON);
-  if (!existsSync(jsonPath)) throw new Error(`--resume: no checkpoint in ${dir}`);
-  const state = JSON.parse(readFileSync(jsonPath, 'utf8')) as Checkpoint & { step: string };
+  const { tensors, metadata } = decodeSafetensors(readFileSync(join(dir, CHECKPOINT_WEIGHTS)), join(dir, CHECKPOINT_WEIGHTS));
+  let state: Checkpoint;
+  if (metadata.state !== undefined) state = JSON.parse(metadata.state) as Checkpoint;
+  else {
+    // A checkpoint of an earlier version: its state is in checkpoint.json, which must name the weights' step.
+    const jsonPath = join(dir, CHECKPOINT_JSON);
+    const json = existsSync(jsonPath) ? (JSON.parse(readFileSync(jsonPath, 'utf8')) as Checkpoint & { step: string }) : undefined;
+    if (!json || metadata.step !== json.step) throw new Error(`--resume: ${dir} holds a checkpoint interrupted while being written; start again without --resume`);
+    state = json;
+  }
   if (configKey(state.config) !== configKey(config)) {
     throw new Error(`--resume: the checkpoint in ${dir} was made with other settings (${configKey(state.config)}); resume with the same options`);
   }
-  const { tensors, metadata } = decodeSafetensors(readFileSync(join(dir, CHECKPOINT_WEIGHTS)), join(dir, CHECKPOINT_WEIGHTS));
-  if (metadata.step !== state.step) throw new Error(`--resume: ${dir} holds a checkpoint interrupted while being written; start again without --resume`);
   for (const [key, w] of model.weights) {
     const saved = tensors.get(key);
     if (!saved) throw new Error(`--resume: checkpoint lacks '${key}'`);
@@ -245,7 +257,10 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
   mkdirSync(outDir, { recursive: true });
   const sgd = new Sgd(model.weights, trainedWeights(model.layers));
   let state: Checkpoint;
-  if (run.resume) {
+  const resume = run.resume === true && hasCheckpoint(outDir);
+  // A run killed before its first checkpoint has nothing to continue: it starts over, and says so.
+  if (run.resume && !resume) log(`no checkpoint in ${outDir} yet: starting from the beginning`);
+  if (resume) {
     state = loadCheckpoint(outDir, model, sgd, config);
     log(`resuming at epoch ${state.epoch}, batch ${state.batch}`);
   } else {
@@ -262,6 +277,8 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
   const engine = new Engine(model);
   const perEpoch = Math.ceil(trainSet.size / config.batchSize);
   let batchesRun = 0;
+  const checkpointMs = 1000 * (run.checkpointSeconds ?? 30);
+  let lastCheckpoint = Date.now();
   try {
     while (state.epoch <= config.epochs) {
       const epoch = state.epoch;
@@ -291,9 +308,10 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
           saveCheckpoint(outDir, model, sgd, state);
           return { model, history: state.history, skipped: state.skipped, snapshots: state.snapshots };
         }
-        if (state.batch % config.checkpointEvery === 0 && state.batch < perEpoch) {
+        if ((state.batch % config.checkpointEvery === 0 || Date.now() - lastCheckpoint >= checkpointMs) && state.batch < perEpoch) {
           state.elapsed = (Date.now() - started) / 1000;
           saveCheckpoint(outDir, model, sgd, state);
+          lastCheckpoint = Date.now();
         }
       }
       const val = valSet ? await evaluateDataset(engine, model.weights, valSet) : undefined;
@@ -316,6 +334,7 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
       }
       Object.assign(state, { epoch: epoch + 1, batch: 0, lossSum: 0, correct: 0, seen: 0, renormalized: 0, elapsed: 0 });
       saveCheckpoint(outDir, model, sgd, state);
+      lastCheckpoint = Date.now();
       writeHistory(outDir, state.history);
       await hooks.onEpoch?.(entry, state.history);
     }
