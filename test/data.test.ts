@@ -149,7 +149,8 @@ describe('synthetic shapes', () => {
     assert.equal((await openDataset('shapes', { split: 'test' })).size, 1000);
     assert.throws(() => parseShapesSpec('colour=3'), /unknown option 'colour'/);
     assert.throws(() => parseShapesSpec('size=big'), /size must be a number/);
-    await assert.rejects(openDataset('shapes:size=4'), /size must be an integer >= 8/);
+    await assert.rejects(openDataset('shapes:size=4'), /size must be an integer in 8\.\.4096, got 4/);
+    await assert.rejects(openDataset('shapes:size=30000,count=4'), /size must be an integer in 8\.\.4096, got 30000/);
     await assert.rejects(ds.item(20), /out of range/);
   });
 });

@@ -310,13 +310,15 @@ function clampByte(v: number): number {
 // ---------------------------------------------------------------- dataset
 
 const DEFAULT_COUNT: Record<Split, number> = { train: 5000, val: 1000, test: 1000 };
+const MAX_SHAPES_SIZE = 4096;
 
 function checkOptions(o: ShapesOptions): Required<ShapesOptions> & { count: number } {
   const size = o.size ?? 64;
   const seed = o.seed ?? 0;
   const minScale = o.minScale ?? 0.35;
   const maxScale = o.maxScale ?? 0.75;
-  if (!(Number.isInteger(size) && size >= 8)) throw new Error(`shapes: size must be an integer >= 8, got ${size}`);
+  // An image is size² x 3 floats while it is drawn: past 4096 px one would take gigabytes, for a model that reads far less.
+  if (!(Number.isInteger(size) && size >= 8 && size <= MAX_SHAPES_SIZE)) throw new Error(`shapes: size must be an integer in 8..${MAX_SHAPES_SIZE}, got ${size}`);
   if (!Number.isInteger(seed)) throw new Error(`shapes: seed must be an integer, got ${seed}`);
   if (!(minScale > 0 && minScale <= maxScale && maxScale <= 1)) {
     throw new Error(`shapes: need 0 < minScale <= maxScale <= 1, got ${minScale}..${maxScale}`);
