@@ -1,7 +1,7 @@
 // The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -391,6 +391,32 @@ describe('outputs and sizes checked before the work', () => {
     assert.equal(index.k, 100000000);
     assert.ok(index.layers[0].features.every((f: { entries: unknown[] }) => f.entries.length <= 40), 'at most two entries per image');
     assert.deepEqual(index.layers[0].npyShape.slice(0, 2), [32, 40], 'the projections hold the 40 candidates, not k slots');
+  });
+});
+
+describe('outputs all together or not at all', () => {
+  test('a folder in the way of one output leaves none of the others; temps of killed runs are swept, those of live ones kept', () => {
+    const out = tmp();
+    mkdirSync(join(out, 'occlusion.json'));
+    const args = ['occlude', '--model', fixture('weights.safetensors'), '--input-npy', fixture('input.npy'), '--window', '16', '--stride', '8'];
+    const blocked = run([...args, '--out', out]);
+    assert.equal(blocked.code, 2, blocked.stderr);
+    // The clash is found when the files are written, after the work (its progress line comes first): one error line.
+    assert.deepEqual(blocked.stderr.trim().split('\n').filter((l) => l.startsWith('convscope:')).length, 1);
+    assert.match(blocked.stderr.trim().split('\n').at(-1)!, /^convscope: cannot write .*occlusion\.json: a folder of that name is in the way$/);
+    assert.deepEqual(readdirSync(out), ['occlusion.json'], 'no other output and no temp left');
+    const fresh = join(tmp(), 'new');
+    writeFileSync(join(out, 'p.npy.tmp-999999999'), 'left by a killed run');
+    mkdirSync(join(out, '.convscope-tmp-999999999-x'));
+    writeFileSync(join(out, `q.npy.tmp-${process.pid}`), 'a live run');
+    const ok = run([...args, '--out', fresh]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(readdirSync(fresh).includes('occlusion.json') && !readdirSync(fresh).some((f) => f.includes('tmp')));
+    rmSync(join(out, 'occlusion.json'), { recursive: true });
+    const again = run([...args, '--out', out]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.ok(!readdirSync(out).some((f) => f.includes('999999999')), 'stale temps swept');
+    assert.ok(readdirSync(out).includes(`q.npy.tmp-${process.pid}`), 'a live run keeps its temp');
   });
 });
 

@@ -1,12 +1,69 @@
-import { accessSync, constants, existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 
 /** Writes via a temporary file and a rename, so that a failed run never leaves a partial output file. */
 export function writeFileAtomic(path: string, data: Uint8Array | string): void {
   mkdirSync(dirname(path) || '.', { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
+  try {
+    writeFileSync(tmp, data);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+const TEMP_DIR_PREFIX = '.convscope-tmp-';
+
+/** Whether a process with this id runs here (a temp file of a live run must not be swept away). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the temporary files and folders that killed runs left in `dir` (FILE.tmp-PID, .convscope-tmp-PID-N). */
+export function removeStaleTemps(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) {
+    const m = /\.tmp-(\d+)$/.exec(name) ?? new RegExp(`^${TEMP_DIR_PREFIX.replace('.', '\\.')}(\\d+)-`).exec(name);
+    if (m && Number(m[1]) !== process.pid && !alive(Number(m[1]))) rmSync(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes a command's files into `dir` all together or not at all: every file goes into a temporary folder beside
+ * them first, and only when all are written are they moved into place (after checking no folder stands where a file
+ * goes). On failure the temporary folder goes, and `dir` too if this call made it. Stale temps of killed runs go first.
+ */
+export function writeFilesTogether(dir: string, files: Map<string, Uint8Array | string>): void {
+  const made = !existsSync(dir);
+  removeStaleTemps(dir);
+  for (const name of files.keys()) {
+    const target = join(dir, name);
+    if (existsSync(target) && statSync(target).isDirectory()) throw new Error(`cannot write ${target}: a folder of that name is in the way`);
+  }
+  mkdirSync(dir, { recursive: true });
+  const tmp = mkdtempSync(join(dir, `${TEMP_DIR_PREFIX}${process.pid}-`));
+  try {
+    for (const [name, data] of files) {
+      mkdirSync(dirname(join(tmp, name)), { recursive: true });
+      writeFileSync(join(tmp, name), data);
+    }
+    for (const name of files.keys()) {
+      mkdirSync(dirname(join(dir, name)), { recursive: true });
+      renameSync(join(tmp, name), join(dir, name));
+    }
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    if (made) rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  rmSync(tmp, { recursive: true, force: true });
 }
 
 /**
