@@ -12,8 +12,9 @@ import { PAPER_TRAINING, readTrainConfig } from '../train/trainer.js';
 import { writeTrainingCurves } from '../report/training.js';
 import { Progress } from './progress.js';
 import type { Command } from './args.js';
+import { say } from './notices.js';
 
-const log = (line: string) => process.stderr.write(`${line}\n`);
+const log = say;
 
 export const filtersCommand: Command = {
   summary: 'conv1 filters as an image grid; per conv layer: dead maps, high-frequency energy, sparsity (Fig. 6)',

@@ -30,6 +30,7 @@ import { attributeCommand } from './attribute.js';
 import { faithfulnessCommand } from './faithfulness.js';
 import { synthesizeCommand } from './synthesize.js';
 import { workerCommand } from './worker.js';
+import { say } from './notices.js';
 
 /** A file's identity: its device and inode when it exists (links and ./ spellings agree), else its absolute path. */
 function fileIdentity(path: string): string {
@@ -175,7 +176,7 @@ export const COMMANDS: Record<string, Command> = {
         scan: o.has('scan') ? o.int('scan', 1) : base.scan,
         ...(o.has('preprocess') ? { preprocess: o.choice('preprocess', PRESET_NAMES) } : {}),
       };
-      const report = await runDemoPipeline(settings, (line: string) => process.stderr.write(`${line}\n`));
+      const report = await runDemoPipeline(settings, say);
       process.stdout.write(`report: ${report}\n`);
     },
   },

@@ -2,6 +2,7 @@
 import { formatHelp, parseOptions, UsageError, type OptionSpec } from './args.js';
 import { COMMANDS } from './commands.js';
 import { errorLine } from '../util/errors.js';
+import { dropNotices, flushNotices } from './notices.js';
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
@@ -30,10 +31,12 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     await command.run(parseOptions(name, rest, command.options));
+    flushNotices();
     return 0;
   } catch (e) {
     // A usage error is the caller's to fix from the help text: point at it. Bad data or a failed run needs no hint.
     const hint = e instanceof UsageError ? ` (see convscope ${command ? `${name} ` : ''}--help)` : '';
+    dropNotices();
     process.stderr.write(`convscope: ${errorLine(e)}${hint}\n`);
     return 2;
   }

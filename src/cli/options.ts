@@ -12,6 +12,7 @@ import { describePreprocess, givenPreprocess, PRESET_NAMES, PREPROCESS_PRESETS }
 import { ZOO_NAMES } from '../model/zoo.js';
 import { assertFinite, readNpy, type Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec } from './args.js';
+import { notice } from './notices.js';
 
 export const MODEL_OPTIONS: Record<string, OptionSpec> = {
   model: { value: true, help: `zoo name (${ZOO_NAMES.join(', ')}), .safetensors or .onnx file` },
@@ -33,14 +34,14 @@ export function modelFrom(o: Options): Model {
   }
   const preset = o.has('preprocess') ? o.choice('preprocess', PRESET_NAMES) : undefined;
   const given = givenPreprocess(channels, preset, typed);
-  for (const note of given.notes) process.stderr.write(`${note}\n`);
+  for (const note of given.notes) notice(note);
   withPreprocess(model, given);
   const labels = o.string('labels');
   if (labels !== undefined) model.classes = readClassNames(labels, inferShapes(model).at(-1)!.outShape[0]);
   // An ONNX file usually carries no preprocessing: say what the model is fed, so a wrong guess is seen at once.
   if (path.toLowerCase().endsWith('.onnx')) {
     const source = typed.mean || typed.std ? 'from --mean/--std' : preset ? `from --preprocess ${preset}` : model.preprocess.assumed ? 'assumed' : "from the file's convscope metadata";
-    process.stderr.write(`${describePreprocess(model.preprocess, source)}\n`);
+    notice(describePreprocess(model.preprocess, source));
   }
   return model;
 }
@@ -111,7 +112,7 @@ export async function datasetFrom(o: Options, split: Split, key = 'data') {
 /** The training and held-out sets of a command that fits something; the cut of a one-split folder is printed. */
 export async function trainAndHeldOut(o: Options, key = 'data'): Promise<TrainAndHeldOut> {
   const sets = await openTrainAndHeldOut(o.required(key), dataPathOf(o));
-  if (sets.note) process.stderr.write(`${sets.note}\n`);
+  if (sets.note) notice(sets.note);
   return sets;
 }
 

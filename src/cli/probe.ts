@@ -17,6 +17,7 @@ import { layersOption, MODEL_OPTIONS, modelFrom, trainAndHeldOut } from './optio
 import { Progress } from './progress.js';
 import { parseQueueUrl } from '../distributed/connection.js';
 import { distributedFeatures } from '../distributed/probe.js';
+import { notice, say } from './notices.js';
 
 const DATA_PATH: Record<string, OptionSpec> = {
   'data-path': { value: true, help: "where a named dataset's files are (default for fashion-mnist: /usr/share/datasets/fashion-mnist)" },
@@ -37,7 +38,7 @@ function positiveInts(o: Options, key: string): number[] {
   return v;
 }
 
-const log = (line: string) => process.stderr.write(`${line}\n`);
+const log = say;
 
 
 export const probeCommand: Command = {
@@ -81,7 +82,7 @@ export const probeCommand: Command = {
       log,
     };
     if (!(options.l2 >= 0)) throw new UsageError(`--l2 must be >= 0, got ${options.l2}`);
-    log(`probing ${model.name}: train ${trainSet.name}, test ${testSet.name}, layers ${options.layers.join(',')}`);
+    notice(`probing ${model.name}: train ${trainSet.name}, test ${testSet.name}, layers ${options.layers.join(',')}`);
     // With --queue the workers extract the features: they load the model from its path (and re-initialise it for the
     // baseline) and open the same specs.
     const address = o.has('queue') ? parseQueueUrl(o.required('queue')) : undefined;

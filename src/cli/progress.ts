@@ -1,4 +1,5 @@
 import { formatSeconds, type OnProgress } from '../util/progress.js';
+import { flushNotices } from './notices.js';
 
 /**
  * The CLI's progress bar with rate and ETA on stderr: redrawn in place on a terminal, a line every few seconds
@@ -21,6 +22,7 @@ export class Progress {
 
   /** Draws `done` of the total; a library that learns the total only as it runs passes it here. */
   update(done: number, total = this.total, note = ''): void {
+    flushNotices();
     this.total = total;
     const now = Date.now();
     const finished = done >= this.total;

@@ -16,6 +16,7 @@ import { writeTopk } from '../report/topk.js';
 import { fileCheckpoint } from '../util/checkpoint.js';
 import { Progress } from './progress.js';
 import { UsageError, type Options, type Command } from './args.js';
+import { notice, say } from './notices.js';
 
 /** The paper's Fig. 2 uses the validation set; IDX data has none, so its test set stands in. */
 async function scanSet(o: Options): Promise<{ ds: Dataset; split: Split }> {
@@ -81,9 +82,9 @@ export const topkCommand: Command = {
       // What the run will cost, before it starts: the scan's images, then up to features x k projections.
       const features = layers.reduce((a, l) => a + engine.info(l).outShape[0], 0);
       const slots = slotsPerFeature({ k, images: total, perImage });
-      process.stderr.write(
+      notice(
         `topk: ${model.name} on ${ds.name}, ${total} images, layers ${layers.join(', ')}; k ${k}, at most ${perImage} per image; ` +
-          `then up to ${features * slots} projections (${features} feature maps x ${slots})\n`,
+          `then up to ${features * slots} projections (${features} feature maps x ${slots})`,
       );
       const result = o.has('queue')
         ? await distributedTopk({
@@ -105,9 +106,9 @@ export const topkCommand: Command = {
             });
           })();
       const reused = 'resumedShards' in result ? Number(result.resumedShards) : 0;
-      if (reused > 0) process.stderr.write(`topk: reused ${reused} shards finished before\n`);
-      if (result.resumedAt !== undefined) process.stderr.write(`topk: resumed the scan at batch ${result.resumedAt}\n`);
-      if (result.skipped.length > 0) process.stderr.write(`topk: ${skippedSummary(result.skipped)}\n`);
+      if (reused > 0) say(`topk: reused ${reused} shards finished before`);
+      if (result.resumedAt !== undefined) say(`topk: resumed the scan at batch ${result.resumedAt}`);
+      if (result.skipped.length > 0) say(`topk: ${skippedSummary(result.skipped)}`);
       if (result.images === 0) throw new Error(`${ds.name}: no readable images to scan`);
       const units = result.layers.reduce((a, l) => a + l.features.reduce((b, es) => b + es.length, 0), 0);
       const projectBar = new Progress('topk project', units, 'units');

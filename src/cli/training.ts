@@ -14,6 +14,7 @@ import { writeTrainingCurves } from '../report/training.js';
 import { Progress } from './progress.js';
 import { UsageError, type Command, type Options } from './args.js';
 import { DATA_OPTIONS, datasetFrom, layersOption, trainAndHeldOut } from './options.js';
+import { notice, say } from './notices.js';
 
 /** Initial weights of a zoo model (`--init`). */
 export const INIT_SCHEMES: readonly InitScheme[] = ['kaiming', 'paper'];
@@ -69,8 +70,8 @@ export const trainCommand: Command = {
     const { train: trainSet, heldOut: valSet } = await trainAndHeldOut(o);
     const outDir = o.required('out');
     checkOutputDir(outDir);
-    const log = (line: string) => process.stderr.write(`${line}\n`);
-    log(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
+    const log = say;
+    notice(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
     const result = await train(model, trainSet, valSet, config, {
       outDir, snapshotDir: o.string('snapshots'), resume: o.flag('resume'), log,
       onProgress: new Progress('train', 0, 'batches').report,
@@ -121,7 +122,7 @@ export const evolveCommand: Command = {
           }
         : {}),
       onProgress: (_done, _total, note) => {
-        if (note) process.stderr.write(`${note}\n`);
+        if (note) say(note);
       },
     });
     const files = await writeEvolution(result, out);
