@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { errorLine } from './util/errors.js';
 import { writeFileAtomic } from './util/fs.js';
 
 /** A dense float32 array in row-major (NCHW) order. */
@@ -92,7 +93,9 @@ export function decodeNpy(buf: Uint8Array, what = '.npy data'): Tensor {
   if (!descr || !fortran || shapeStr === undefined) throw new Error(`${what} has an unreadable .npy header`);
   if (fortran === 'True') throw new Error(`${what} is in Fortran order; save it C-contiguous`);
   const shape = shapeStr.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
+  if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new Error(`${what} has shape (${shapeStr.trim()}); a shape is non-negative integers`);
   const n = sizeOf(shape);
+  if (!Number.isSafeInteger(n)) throw new Error(`${what} has shape (${shapeStr.trim()}), too large to read`);
   const body = b.subarray(start + headerLen);
   const readers: Record<string, [number, (dv: DataView, o: number) => number]> = {
     '<f4': [4, (dv, o) => dv.getFloat32(o, true)],
@@ -117,8 +120,9 @@ export function readNpy(path: string): Tensor {
   let buf: Buffer;
   try {
     buf = readFileSync(path);
-  } catch {
-    throw new Error(`cannot read ${path}: no such file`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a folder, not a .npy file' : errorLine(e)}`);
   }
   return decodeNpy(buf, path);
 }

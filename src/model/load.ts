@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import { validateModel, validatePreprocess, type Model } from './layers.js';
 import { modelFromOnnx } from './onnx-import.js';
@@ -13,6 +13,7 @@ export function loadModel(spec: string, zooOptions: ZooOptions = {}): Model {
     if (!existsSync(spec)) {
       throw new Error(`model '${spec}' is neither a zoo model (${ZOO_NAMES.join(', ')}) nor an existing file`);
     }
+    if (statSync(spec).isDirectory()) throw new Error(`model ${spec} is a folder, not a .onnx or .safetensors file`);
     const buf = readFileSync(spec);
     const ext = extname(spec).toLowerCase();
     if (ext === '.onnx') model = modelFromOnnx(buf, spec);

@@ -38,11 +38,12 @@ export function decodeSafetensors(buf: Uint8Array, what: string): SafetensorsFil
     const [start, end] = offsets as [number, number];
     if (end > data.length || start > end) throw new Error(`${what}: tensor '${name}' lies past the end of the file (truncated?)`);
     ranges.push([start, end, name]);
-    const dv = new DataView(data.buffer, data.byteOffset + start, end - start);
-    const out = new Float32Array(n);
+    // The byte count is checked against the shape before anything is allocated: a shape of 1e12 is an error, not a crash.
     const width = { F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, U8: 1, BOOL: 1 }[dtype];
     if (width === undefined) throw new Error(`${what}: tensor '${name}' has dtype ${dtype}, which convscope does not read`);
     if (end - start !== n * width) throw new Error(`${what}: tensor '${name}' has ${end - start} bytes for ${n} ${dtype} values`);
+    const dv = new DataView(data.buffer, data.byteOffset + start, end - start);
+    const out = new Float32Array(n);
     for (let i = 0; i < n; i++) {
       switch (dtype) {
         case 'F32': out[i] = dv.getFloat32(i * 4, true); break;
