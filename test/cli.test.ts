@@ -1,7 +1,7 @@
 // The CLI as a user runs it: a child process per invocation, its exit code, its one-line errors, its files.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -418,6 +418,21 @@ describe('outputs all together or not at all', () => {
     assert.ok(!readdirSync(out).some((f) => f.includes('999999999')), 'stale temps swept');
     assert.ok(readdirSync(out).includes(`q.npy.tmp-${process.pid}`), 'a live run keeps its temp');
   });
+});
+
+test('an --out that is a symbolic link is written through to its target; the link stays', () => {
+  const dir = tmp();
+  const real = join(dir, 'real.npy');
+  writeFileSync(real, 'old');
+  symlinkSync(real, join(dir, 'link.npy'));
+  const r = run(['project', '--model', fixture('weights.safetensors'), '--input-npy', fixture('input.npy'), '--layer', 'relu5', '--feature', '19', '--out', join(dir, 'link.npy')]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(lstatSync(join(dir, 'link.npy')).isSymbolicLink(), 'still a link');
+  assert.deepEqual(readNpy(real).shape, [1, 3, 64, 64], 'the target holds the projection');
+  symlinkSync(join(dir, 'nowhere', 'x.npy'), join(dir, 'dangling.npy'));
+  const dangling = run(['project', '--model', fixture('weights.safetensors'), '--input-npy', fixture('input.npy'), '--layer', 'relu5', '--feature', '19', '--out', join(dir, 'dangling.npy')]);
+  assert.equal(dangling.code, 2);
+  assert.match(dangling.stderr, /^convscope: cannot write .*dangling\.npy: it is a link to .*nowhere\/x\.npy, which does not exist\n$/);
 });
 
 describe("a user's own folder of images", () => {

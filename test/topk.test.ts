@@ -195,6 +195,20 @@ describe('resume', () => {
     await assert.rejects(scanTopk(engine, ds, { ...options, k: 4, checkpoint, resume: true }), /another scan: its k is 9, this one's 4/);
   });
 
+  test('stopped after any batch and resumed, the scan equals the uninterrupted one', async () => {
+    const options = { layers: ['relu2'], k: 9, perImage: 2, batchSize: 16, checkpointEvery: 1 };
+    const whole = await scanTopk(engine, ds, options);
+    const batches = Math.ceil(ds.size / options.batchSize);
+    for (let stopAt = 1; stopAt < batches; stopAt++) {
+      const checkpoint = fileCheckpoint(join(tmp(), 'cut.json'));
+      const stop = new AbortController();
+      await assert.rejects(scanTopk(engine, ds, { ...options, checkpoint, signal: stop.signal, onProgress: (done) => done >= stopAt * options.batchSize && stop.abort(new Error('killed')) }), /killed/);
+      const { resumedAt, ...rest } = await scanTopk(engine, ds, { ...options, checkpoint, resume: true });
+      assert.equal(resumedAt, stopAt, `stopped after batch ${stopAt}`);
+      assert.deepEqual(rest, whole, `resumed after batch ${stopAt}`);
+    }
+  });
+
   test('the scan keeps its checkpoint in whatever store it is given', async () => {
     let saved: unknown;
     const memory: CheckpointStore = { name: 'memory', read: () => saved, write: (value) => (saved = structuredClone(value)) };

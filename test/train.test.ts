@@ -141,6 +141,20 @@ describe('trainer', () => {
     for (const [key, w] of full.model.weights) assert.deepEqual(resumed.model.weights.get(key)!.data, w.data, key);
   });
 
+  test('stopped after any batch and resumed, training ends with the same weights', async () => {
+    const tiny: TrainConfig = { ...SMALL, snapshotEpochs: [], checkpointEvery: 1000 };
+    const run = (outDir: string, opts: Partial<TrainRunOptions> = {}) =>
+      train(createZooModel('zfnet-small', { seed: 3, init: 'kaiming' }), openShapes({ count: 48 }, 'train'), undefined, tiny, { outDir, ...opts });
+    const full = await run(tmp());
+    // 48 images in batches of 16, two epochs: six batches; a stop after each of the first five, then --resume.
+    for (let stopAt = 1; stopAt < 6; stopAt++) {
+      const dir = tmp();
+      await run(dir, { stopAfterBatches: stopAt });
+      const rest = await run(dir, { resume: true });
+      for (const [key, w] of full.model.weights) assert.deepEqual(rest.model.weights.get(key)!.data, w.data, `stopped after batch ${stopAt}: ${key}`);
+    }
+  });
+
   test('resume with other settings is refused', async () => {
     const dir = tmp();
     await runTraining(dir, 2);

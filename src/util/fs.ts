@@ -1,16 +1,47 @@
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+
+/**
+ * Where a write to `path` goes: the path itself, or, when it is a symbolic link, the file it points to (a link the
+ * user made stays a link; a rename onto it would replace it with a plain file).
+ */
+function writeTarget(path: string): string {
+  let link = false;
+  try {
+    link = lstatSync(path).isSymbolicLink();
+  } catch {
+    return path;
+  }
+  if (!link) return path;
+  try {
+    return realpathSync(path);
+  } catch {
+    throw new Error(`cannot write ${path}: it is a link to ${readlinkSync(path)}, which does not exist`);
+  }
+}
 
 /** Writes via a temporary file and a rename, so that a failed run never leaves a partial output file. */
 export function writeFileAtomic(path: string, data: Uint8Array | string): void {
   mkdirSync(dirname(path) || '.', { recursive: true });
-  const tmp = `${path}.tmp-${process.pid}`;
+  const target = writeTarget(path);
+  const tmp = `${target}.tmp-${process.pid}`;
   try {
     writeFileSync(tmp, data);
-    renameSync(tmp, path);
+    renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
+  }
+}
+
+/** Moves a finished file into place; a link's target may be on another file system, where a rename cannot go. */
+function moveInto(src: string, dest: string): void {
+  const target = writeTarget(dest);
+  try {
+    renameSync(src, target);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    writeFileAtomic(target, readFileSync(src));
   }
 }
 
@@ -56,7 +87,7 @@ export function writeFilesTogether(dir: string, files: Map<string, Uint8Array | 
     }
     for (const name of files.keys()) {
       mkdirSync(dirname(join(dir, name)), { recursive: true });
-      renameSync(join(tmp, name), join(dir, name));
+      moveInto(join(tmp, name), join(dir, name));
     }
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
