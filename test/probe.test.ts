@@ -16,7 +16,9 @@ import { openShapes, SHAPE_CLASSES } from '../src/data/shapes.js';
 import { Engine } from '../src/engine/engine.js';
 import { validateModel } from '../src/model/layers.js';
 import { inferShapes } from '../src/model/shapes.js';
+import { readSafetensorsModel } from '../src/model/safetensors.js';
 import { createZooModel } from '../src/model/zoo.js';
+import { evaluateDataset } from '../src/train/trainer.js';
 import { Rng } from '../src/util/random.js';
 import { ROOT } from './helpers.js';
 
@@ -241,6 +243,16 @@ describe('end to end', () => {
     for (const row of r.rows) {
       assert.ok(existsSync(row.file), row.file);
       assert.ok(row.before >= 0 && row.before <= 1 && row.after >= 0 && row.after <= 1);
+      // Fine-tuning changed the weights it kept, and the error after is that of the retrained model.
+      const retrained = readSafetensorsModel(row.file);
+      const kept = [...retrained.weights.keys()].filter((k) => model.weights.has(k) && !row.reinitialised.some((l) => k.startsWith(`${l}.`)));
+      assert.ok(kept.length > 0 && kept.some((k) => retrained.weights.get(k)!.data.some((v, i) => v !== model.weights.get(k)!.data[i])), `${row.name}: the weights moved`);
+      const engine = new Engine(retrained);
+      try {
+        assert.equal((await evaluateDataset(engine, retrained.weights, valSet)).accuracy, row.after, `${row.name}: accuracy after`);
+      } finally {
+        await engine.dispose();
+      }
     }
     assert.match(ablationMarkdown(r), /\| without-fc6-fc7 \| fc6, relu6, drop6, fc7, relu7, drop7 \| fc8 \| 6 \|/);
   });

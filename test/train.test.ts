@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { filterClasses } from '../src/data/filter.js';
 import { openShapes } from '../src/data/shapes.js';
 import type { Layer } from '../src/model/layers.js';
 import { decodeSafetensors, readSafetensorsModel } from '../src/model/safetensors.js';
@@ -153,6 +154,18 @@ describe('trainer', () => {
       const rest = await run(dir, { resume: true });
       for (const [key, w] of full.model.weights) assert.deepEqual(rest.model.weights.get(key)!.data, w.data, `stopped after batch ${stopAt}: ${key}`);
     }
+  });
+
+  test('training learns: on two distinct classes the loss falls and the accuracy rises within six epochs', async () => {
+    const keep = [0, 6]; // disc and horizontal stripes
+    const trainSet = filterClasses(openShapes({ count: 1000 }, 'train'), keep);
+    const valSet = filterClasses(openShapes({ count: 200 }, 'val'), keep);
+    const model = createZooModel('zfnet-small', { classes: 2, init: 'kaiming', seed: 0 });
+    const { history } = await train(model, trainSet, valSet, { ...PAPER_TRAINING, epochs: 6, batchSize: 16, snapshotEpochs: [] }, { outDir: tmp() });
+    const [first, last] = [history[0], history[history.length - 1]];
+    assert.ok(last.trainLoss < 0.5 * first.trainLoss, `loss ${first.trainLoss} -> ${last.trainLoss}`);
+    assert.ok(last.trainAccuracy > first.trainAccuracy + 0.3, `train accuracy ${first.trainAccuracy} -> ${last.trainAccuracy}`);
+    assert.ok(last.valAccuracy! >= 0.75, `validation accuracy ${last.valAccuracy} (chance 0.5)`);
   });
 
   test('resume with other settings is refused', async () => {
