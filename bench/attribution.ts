@@ -185,7 +185,8 @@ async function main(): Promise<void> {
   }
   const facts = `${machineFacts(peers, args.threads)}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadavg()[0].toFixed(2)} after`;
   console.log(`\nmachine: ${facts}`);
-  if (args.record) {
+  if (args.record && failed.length > 0) console.error('not recorded: the agreement check failed');
+  else if (args.record) {
     const date = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
     const cli = process.argv.slice(2).join(' ');
     appendFileSync(join(ROOT, 'bench', 'RESULTS.md'), `\n## Attribution methods vs Captum, ${date}\n\nCode: commit ${codeCommit()}\n\nCommand: \`npm run bench:attribution -- ${cli}\`\n\nMachine: ${facts}\n\n${reports.join('\n\n')}\n`);

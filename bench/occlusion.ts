@@ -182,7 +182,8 @@ async function main(): Promise<void> {
     ].join('\n');
     const facts = machine(args.threads, peers, `${loadAtStart} / ${loadavg()[0].toFixed(2)}`);
     console.log(`\n${report}\n\nmachine: ${facts}`);
-    if (args.record) {
+    if (args.record && failed.length > 0) console.error('not recorded: the agreement check failed');
+    else if (args.record) {
       const path = join(ROOT, 'bench', 'RESULTS.md');
       const head = existsSync(path) ? '' : '# convscope benchmark results\n';
       const date = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');

@@ -388,7 +388,9 @@ async function main(): Promise<void> {
   const loadAfter = loadavg()[0];
   const facts = `${machineFacts(factPeers, args.threads)}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the run itself adds up to ~2)`;
   console.log(`\nmachine: ${facts}`);
-  if (args.record) {
+  // Figures whose results disagree with the peer's measure something else: they are never recorded.
+  if (args.record && failed.length > 0) console.error('not recorded: the agreement check failed');
+  else if (args.record) {
     const path = join(ROOT, 'bench', 'RESULTS.md');
     const head = existsSync(path) ? '' : RESULTS_HEAD;
     const date = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
