@@ -252,6 +252,22 @@ describe('convscope serve API', { timeout: 120_000 }, () => {
     assert.equal((await post()).status, 202, 'accepted again once the queue has drained');
   });
 
+  it('a projection overtakes a running occlusion job: answered between two of its batches, the job still running', async () => {
+    const started = (await json(live.url, `/api/images/${uploaded}/occlusion?window=4&stride=1`, { method: 'POST', headers: OWN_PAGE })).body;
+    let job = (await json(live.url, started.url)).body;
+    while (job.state === 'queued' || (job.state === 'running' && job.done === 0)) {
+      await new Promise((r) => setTimeout(r, 20));
+      job = (await json(live.url, started.url)).body;
+    }
+    assert.equal(job.state, 'running');
+    const res = await fetch(new URL(`/api/images/${uploaded}/projection.png?layer=relu2&feature=0`, live.url));
+    assert.equal(res.status, 200);
+    const after = (await json(live.url, started.url)).body;
+    assert.ok(after.state === 'running' && after.done < after.total, `the job had not finished: ${after.state} ${after.done}/${after.total}`);
+    assert.equal((await json(live.url, started.url, { method: 'DELETE', headers: OWN_PAGE })).status, 202);
+    while ((await json(live.url, started.url)).body.state === 'running') await new Promise((r) => setTimeout(r, 20));
+  });
+
   it('cancels a running occlusion job and a queued one (DELETE /api/jobs/ID), freeing the engine for others', async () => {
     // window 4 stride 1 at 64 px: 3721 positions, seconds of work; the second job waits behind the first.
     const post = () => json(live.url, `/api/images/${uploaded}/occlusion?window=4&stride=1`, { method: 'POST', headers: OWN_PAGE });

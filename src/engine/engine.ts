@@ -14,6 +14,13 @@ import { buildTopkGraph, mapShape, topkPositionsName, topkValuesName } from './t
 export interface EngineOptions {
   /** Threads for one ORT session; default: the cores available. */
   threads?: number;
+  /** What every session run passes through (the viewer lets interactive runs overtake background jobs with it). */
+  gate?: EngineGate;
+}
+
+/** A lock around each session run: `enter` resolves when the run may start, with the function that ends it. */
+export interface EngineGate {
+  enter(): Promise<() => void>;
 }
 
 /** Max-pool switches: for each pooled output, the flat index (over the whole batch tensor) of the max in the input. */
@@ -100,15 +107,18 @@ export function sessionOptions(threads: number, pinned = true): ort.InferenceSes
 // Set in Engine's static block, which may reach the private session cache: runEngineGraph gets at the cache without
 // the cache, or a way to run any graph, becoming part of Engine's API.
 let sessionOf: (engine: Engine, key: string, build: () => Uint8Array) => Promise<ort.InferenceSession>;
+let runOf: (engine: Engine, session: ort.InferenceSession, feeds: Record<string, ort.Tensor>) => Promise<Record<string, ort.Tensor>>;
 
 /** Runs a model's compiled graphs in onnxruntime, one cached session per graph kind and configuration. */
 export class Engine {
   readonly infos: LayerInfo[];
   private sessions = new Map<string, Promise<ort.InferenceSession>>();
   private readonly threads: number;
+  private readonly gate: EngineGate | undefined;
 
   static {
     sessionOf = (engine, key, build) => engine.session(key, build);
+    runOf = (engine, session, feeds) => engine.run(session, feeds);
   }
 
   constructor(
@@ -118,6 +128,17 @@ export class Engine {
     validateModel(model);
     this.infos = inferShapes(model);
     this.threads = options.threads ?? availableParallelism();
+    this.gate = options.gate;
+  }
+
+  /** Every session run goes through here, and through the gate when there is one. */
+  private async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    const leave = await this.gate?.enter();
+    try {
+      return await session.run(feeds);
+    } finally {
+      leave?.();
+    }
   }
 
   info(layer: string): LayerInfo {
@@ -153,7 +174,7 @@ export class Engine {
     const withSwitches = options.switches === true;
     const key = `forward:${indices.join(',')}:${withSwitches}`;
     const session = await this.session(key, () => buildForwardGraph(this.model, this.infos, indices, withSwitches));
-    const out = await session.run({ [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const out = await this.run(session, { [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
     const activations = new Map<string, Tensor>();
     for (const i of indices) {
       const name = this.model.layers[i].name;
@@ -182,7 +203,7 @@ export class Engine {
     const shapes = indices.map((i) => mapShape(this.infos[i].outShape));
     const per = shapes.map(([, h, w]) => Math.min(perImage, h * w));
     const session = await this.session(`topk:${indices.join(',')}:${per.join(',')}`, () => buildTopkGraph(this.model, this.infos, indices, per));
-    const out = await session.run({ [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const out = await this.run(session, { [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
     const result = new Map<string, TopkCandidates>();
     indices.forEach((i, j) => {
       const name = this.model.layers[i].name;
@@ -211,7 +232,7 @@ export class Engine {
     const atMax = seed.at === 'max';
     const key = `project:${index}:${settings.rule}:${settings.lrn}:${atMax}`;
     const session = await this.session(key, () => buildProjectionGraph(this.model, this.infos, index, settings.rule, settings.lrn, atMax));
-    const out = await session.run({
+    const out = await this.run(session, {
       [INPUT]: new ort.Tensor('float32', input.data, input.shape),
       [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
       [SEED_BY_ACTIVATION]: new ort.Tensor('float32', Float32Array.of(seed.value === 'activation' ? 1 : 0), [1]),
@@ -244,7 +265,7 @@ export class Engine {
     }
     const key = `layer-gradient:${from}:${below}:${settings.rule}:${settings.lrn}`;
     const session = await this.session(key, () => buildLayerGradientGraph(this.model, this.infos, from, below, settings.rule, settings.lrn));
-    const out = await session.run({
+    const out = await this.run(session, {
       [INPUT]: new ort.Tensor('float32', input.data, input.shape),
       [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
     });
@@ -286,7 +307,7 @@ export class Engine {
       feeds[dropoutMaskName(layer.name)] = new ort.Tensor('float32', mask.data, shape);
     }
     const session = await this.session('train-step', () => buildTrainStepGraph(this.model, this.infos));
-    const out = await session.run(feeds);
+    const out = await this.run(session, feeds);
     const grads = new Map<string, Float32Array>();
     const statistics = new Map<string, Float32Array>();
     for (const key of weights.keys()) {
@@ -303,7 +324,7 @@ export class Engine {
   async evaluate(input: Tensor, weights: Map<string, Tensor>): Promise<Tensor> {
     this.checkInput(input);
     const session = await this.session('eval', () => buildEvalGraph(this.model, this.infos));
-    const out = await session.run({ ...this.weightFeeds(weights), [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const out = await this.run(session, { ...this.weightFeeds(weights), [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
     const l = out[LOGITS];
     return { shape: [...l.dims], data: l.data as Float32Array };
   }
@@ -333,5 +354,5 @@ export class Engine {
  */
 export async function runEngineGraph(engine: Engine, key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
   const session = await sessionOf(engine, `custom:${key}`, build);
-  return session.run(feeds);
+  return runOf(engine, session, feeds);
 }

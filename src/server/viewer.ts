@@ -23,7 +23,7 @@ import { readTopkIndex, readTopkProjections, type TopkIndex } from '../report/to
 import { decodeNpy, sizeOf, type Tensor } from '../tensor.js';
 import { errorLine } from '../util/errors.js';
 import { HttpError } from './http.js';
-import { SerialQueue } from './queue.js';
+import { LaneGate, SerialQueue } from './queue.js';
 
 export interface ViewerOptions {
   model: Model;
@@ -69,8 +69,8 @@ export interface OcclusionJob {
 
 const KEEP_JOBS = 16;
 /**
- * Occlusion jobs queued or running at once. Each holds the one engine for seconds, and every request waits behind
- * them: a page posting jobs in a loop would starve everything else (60 posts made a projection wait 39 s).
+ * Occlusion jobs queued or running at once. Each takes seconds of engine time (in the background lane, which the
+ * page's requests overtake between batches): a page posting jobs in a loop must not queue unbounded work.
  */
 export const MAX_ACTIVE_JOBS = 4;
 
@@ -79,7 +79,10 @@ export const VIEWER_METHODS: readonly AttributionMethod[] = ATTRIBUTION_METHODS.
 
 export class Viewer {
   readonly engine: Engine;
+  /** Requests of the page, one at a time; occlusion jobs, one at a time, in their own queue and the background lane. */
   readonly queue = new SerialQueue();
+  private readonly jobQueue = new SerialQueue();
+  private readonly lanes = new LaneGate();
   private readonly images = new Map<string, StoredImage>();
   private readonly jobs = new Map<string, OcclusionJob>();
   private readonly index?: TopkIndex;
@@ -89,7 +92,7 @@ export class Viewer {
   private readonly syntheticCache = new Map<string, Promise<{ image: RgbImage; value: number; source: 'topk' | 'live' }>>();
 
   constructor(private readonly options: ViewerOptions) {
-    this.engine = new Engine(options.model);
+    this.engine = new Engine(options.model, { gate: this.lanes });
     if (options.topkDir) this.index = readTopkIndex(options.topkDir);
   }
 
@@ -105,7 +108,9 @@ export class Viewer {
     return this.options.topkDir;
   }
 
-  dispose(): Promise<void> {
+  async dispose(): Promise<void> {
+    for (const job of this.jobs.values()) job.abort.abort(new Error('the viewer is closing'));
+    await this.jobQueue.run(async () => undefined);
     return this.queue.run(() => this.engine.dispose());
   }
 
@@ -383,8 +388,8 @@ export class Viewer {
       if (this.jobs.size <= KEEP_JOBS) break;
       if (j.state === 'done' || j.state === 'error' || j.state === 'cancelled') this.jobs.delete(key);
     }
-    void this.queue
-      .run(async () => {
+    void this.jobQueue
+      .run(() => this.lanes.background(async () => {
         // Cancelled while it waited: the engine is not touched.
         if (job.abort.signal.aborted) throw job.abort.signal.reason;
         job.state = 'running';
@@ -395,7 +400,7 @@ export class Viewer {
             job.total = total;
           },
         });
-      })
+      }))
       .then(
         (result) => {
           job.result = result;
