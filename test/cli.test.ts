@@ -395,6 +395,15 @@ describe('outputs and sizes checked before the work', () => {
 });
 
 describe('outputs all together or not at all', () => {
+  test('project with a folder where --png goes writes nothing, not even the .npy', () => {
+    const dir = tmp();
+    mkdirSync(join(dir, 'p.png'));
+    const r = run(['project', '--model', 'zfnet-small', '--input-npy', fixture('input.npy'), '--layer', 'relu1', '--feature', '0', '--out', join(dir, 'p.npy'), '--png', join(dir, 'p.png')]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^convscope: cannot write .*p\.png: a folder of that name is in the way\n$/);
+    assert.deepEqual(readdirSync(dir), ['p.png']);
+  });
+
   test('a folder in the way of one output leaves none of the others; temps of killed runs are swept, those of live ones kept', () => {
     const out = tmp();
     mkdirSync(join(out, 'occlusion.json'));

@@ -9,7 +9,7 @@ import { layerRows, modelTable } from '../model/summary.js';
 import { projectUnit, ZF_SETTINGS } from '../analysis/project.js';
 import { loadInput } from '../data/image.js';
 import { assertFinite, encodeNpy, readNpy, type Tensor } from '../tensor.js';
-import { checkOutputDir, writeFileAtomic } from '../util/fs.js';
+import { checkOutputDir, checkOutputFiles, writeFileAtomic } from '../util/fs.js';
 import { projectionFigurePng } from '../render/projection.js';
 import { DEMO_DEFAULTS, DEMO_QUICK, runDemoPipeline } from './demo.js';
 import { buildReport } from '../report/report.js';
@@ -113,6 +113,7 @@ export const COMMANDS: Record<string, Command> = {
         [png, out] = [out, undefined];
       }
       if (out === undefined && png === undefined) throw new UsageError('project needs --out FILE.npy (the values), --png FILE.png (the figure), or both');
+      checkOutputFiles([out, png]);
       refuseOverwriteOfInput([out, png], [o.string('image'), o.string('input-npy'), o.string('model')]);
       const model = modelFrom(o);
       const layer = layerOption(o, model) ?? o.required('layer');

@@ -20,8 +20,18 @@ function writeTarget(path: string): string {
   }
 }
 
+/** Checks, before any work, that each output file can be written: no folder stands there, and its folder can be made. */
+export function checkOutputFiles(paths: readonly (string | undefined)[]): void {
+  for (const path of paths) {
+    if (path === undefined) continue;
+    if (existsSync(path) && statSync(path).isDirectory()) throw new Error(`cannot write ${path}: a folder of that name is in the way`);
+    checkOutputDir(dirname(path) || '.', `the folder of ${path}`);
+  }
+}
+
 /** Writes via a temporary file and a rename, so that a failed run never leaves a partial output file. */
 export function writeFileAtomic(path: string, data: Uint8Array | string): void {
+  if (existsSync(path) && statSync(path).isDirectory()) throw new Error(`cannot write ${path}: a folder of that name is in the way`);
   mkdirSync(dirname(path) || '.', { recursive: true });
   const target = writeTarget(path);
   const tmp = `${target}.tmp-${process.pid}`;
