@@ -299,6 +299,7 @@ describe('convscope topk refuses bad input with one line, exit 2 and no output',
   for (const [what, extra, message] of [
     ['an unknown layer', ['--data', 'shapes:count=8', '--layers', 'relu2,conv9'], /unknown layer 'conv9'/],
     ['missing data', ['--data', '/nonexistent/images'], /no dataset at \/nonexistent\/images/],
+    ['no images', ['--data', 'shapes:count=0'], /shapes:size=64,seed=0,count=0 \(val\) has no images to scan/],
   ] as const) {
     test(what, () => {
       const out = join(tmp(), 'out');

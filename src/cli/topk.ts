@@ -79,6 +79,7 @@ export const topkCommand: Command = {
       const { ds, split } = await scanSet(o);
       const indices = firstIndices(ds, limit);
       const total = indices?.length ?? ds.size;
+      if (total === 0) throw new Error(`${ds.name} has no images to scan`);
       // What the run will cost, before it starts: the scan's images, then up to features x k projections.
       const features = layers.reduce((a, l) => a + engine.info(l).outShape[0], 0);
       const slots = slotsPerFeature({ k, images: total, perImage });
