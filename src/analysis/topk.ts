@@ -148,7 +148,7 @@ export async function scanTopk(engine: Engine, ds: Dataset, options: TopkOptions
   const shapes = layers.map((l) => mapShape(engine.info(l).outShape));
   // A heap never holds more than the candidates the data can give: k beyond that would only allocate nothing useful.
   const total = options.indices ? options.indices.length : ds.size;
-  const capacity = Math.max(1, Math.min(k, total * perImage));
+  const capacity = slotsPerFeature({ k, images: total, perImage });
   const heapBytes = shapes.reduce((a, [c]) => a + c * capacity * HEAP_ENTRY_BYTES, 0);
   if (heapBytes > HEAP_BUDGET_BYTES) {
     throw new Error(`k ${k} needs ${(heapBytes / 2 ** 30).toFixed(1)} GiB of heaps for ${shapes.reduce((a, [c]) => a + c, 0)} feature maps; the limit is ${HEAP_BUDGET_BYTES / 2 ** 30} GiB: ask for fewer (--k) or fewer layers`);

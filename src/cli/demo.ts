@@ -18,8 +18,8 @@ import { topkFigureViews } from '../analysis/topk-views.js';
 import { batches } from '../data/batches.js';
 import type { Dataset, Item } from '../data/dataset.js';
 import type { Model } from '../model/layers.js';
-import { filterClasses, openFilteredDataset } from '../data/filter.js';
-import { openTrainAndHeldOut, type TrainAndHeldOut } from '../data/held-out.js';
+import { filterClasses } from '../data/filter.js';
+import { openTrainAndHeldOut, openValidation, type TrainAndHeldOut } from '../data/held-out.js';
 import { fitImage, imageToInput, loadInput } from '../data/image.js';
 import { Engine } from '../engine/engine.js';
 import { loadModel, withPreprocess } from '../model/load.js';
@@ -98,7 +98,6 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
     await body();
     log(`== ${name} done in ${formatSeconds((Date.now() - t) / 1000)}`);
   };
-  const open = (split: 'train' | 'val' | 'test') => openFilteredDataset(s.data, { split });
   const training = isZooName(s.model);
   if (training && s.preprocess) throw new Error(`--preprocess is for a model file: ${s.model} is trained here and records its own`);
   // Training needs a held-out set (a one-split folder is cut, once, and says so); a given model is analysed on all
@@ -109,7 +108,7 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
       if (r.note) log(r.note);
       return r;
     }));
-  const validation = async (): Promise<Dataset> => (training ? (await trainAndHeld()).heldOut : open('val').catch(() => open('test')));
+  const validation = async (): Promise<Dataset> => (training ? (await trainAndHeld()).heldOut : (await openValidation(s.data)).ds);
   const modelFile = training ? join(at('train'), 'model.safetensors') : s.model;
   // Steps left out on purpose are said as they come and recorded, so the report says why, not "run it".
   const skipped: SkippedSteps = {};
@@ -163,7 +162,9 @@ export async function runDemoPipeline(s: DemoSettings, log: (line: string) => vo
           [probeTrain, probeTest] = [filterClasses(trainSet, target), filterClasses(heldOut, target)];
         }
         // A small set (demo --quick, a user's folder) has fewer than 30 images of some class: probe with what it has.
-        const fewest = Math.min(...probeTrain.classes.map((_, c) => Array.from({ length: probeTrain.size }, (_, i) => probeTrain.label(i)).filter((l) => l === c).length));
+        const perClassCount = new Array<number>(probeTrain.classes.length).fill(0);
+        for (let i = 0; i < probeTrain.size; i++) perClassCount[probeTrain.label(i)]++;
+        const fewest = Math.min(...perClassCount);
         const perClass = DEMO_PROBE.perClass.filter((k) => k <= fewest);
         const options = { ...DEMO_PROBE, layers: new Landmarks(probed).levels(), perClass: perClass.length > 0 ? perClass : [Math.max(1, fewest)], log };
         const bar = () => ({ onProgress: new Progress('probe features', 0, 'images').report });

@@ -1,7 +1,7 @@
 // The options several commands share (model, input, data), and how they become a Model, an input tensor, a Dataset.
-import type { Split } from '../data/dataset.js';
+import type { Dataset, Split } from '../data/dataset.js';
 import { openFilteredDataset } from '../data/filter.js';
-import { openTrainAndHeldOut, type TrainAndHeldOut } from '../data/held-out.js';
+import { openTrainAndHeldOut, openValidation, type TrainAndHeldOut } from '../data/held-out.js';
 import { loadInput } from '../data/image.js';
 import type { Model } from '../model/layers.js';
 import { loadModel, withPreprocess } from '../model/load.js';
@@ -117,12 +117,8 @@ export async function trainAndHeldOut(o: Options, key = 'data'): Promise<TrainAn
 }
 
 /** The held-out split used for validation: `val` where the dataset has one, else `test` (IDX sets have no val). */
-export async function validationSplit(o: Options): Promise<{ ds: Awaited<ReturnType<typeof datasetFrom>>; split: 'val' | 'test' }> {
-  try {
-    return { ds: await datasetFrom(o, 'val'), split: 'val' };
-  } catch {
-    return { ds: await datasetFrom(o, 'test'), split: 'test' };
-  }
+export function validationSplit(o: Options): Promise<{ ds: Dataset; split: 'val' | 'test' }> {
+  return openValidation(o.required('data'), dataPathOf(o));
 }
 
 export async function validationSet(o: Options) {

@@ -18,14 +18,20 @@ export interface TrainAndHeldOut {
   indices?: { train: number[]; heldOut: number[] };
 }
 
+/** The held-out split the analyses read: `val` where the data has one, else `test` (IDX sets have no val). */
+export async function openValidation(spec: string, opts: Omit<OpenOptions, 'split'> = {}): Promise<{ ds: Dataset; split: 'val' | 'test' }> {
+  try {
+    return { ds: await openFilteredDataset(spec, { ...opts, split: 'val' }), split: 'val' };
+  } catch {
+    return { ds: await openFilteredDataset(spec, { ...opts, split: 'test' }), split: 'test' };
+  }
+}
+
 export async function openTrainAndHeldOut(spec: string, opts: Omit<OpenOptions, 'split'> = {}, cut = { fraction: HELD_OUT_FRACTION, seed: HELD_OUT_SEED }): Promise<TrainAndHeldOut> {
   if (hasOwnSplits(splitClassSpec(spec).base)) {
     const train = await openFilteredDataset(spec, { ...opts, split: 'train' });
-    try {
-      return { train, heldOut: await openFilteredDataset(spec, { ...opts, split: 'val' }), source: 'val' };
-    } catch {
-      return { train, heldOut: await openFilteredDataset(spec, { ...opts, split: 'test' }), source: 'test' };
-    }
+    const { ds, split } = await openValidation(spec, opts);
+    return { train, heldOut: ds, source: split };
   }
   const all = await openFilteredDataset(spec, opts);
   requireLabels(all, 'training');

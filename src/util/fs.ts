@@ -56,6 +56,8 @@ function moveInto(src: string, dest: string): void {
 }
 
 const TEMP_DIR_PREFIX = '.convscope-tmp-';
+/** A temporary file (FILE.tmp-PID) or folder (.convscope-tmp-PID-N) and the id of the process that made it. */
+const TEMP_NAME = /\.tmp-(\d+)$|^\.convscope-tmp-(\d+)-/;
 
 /** Whether a process with this id runs here (a temp file of a live run must not be swept away). */
 function alive(pid: number): boolean {
@@ -71,8 +73,9 @@ function alive(pid: number): boolean {
 export function removeStaleTemps(dir: string): void {
   if (!existsSync(dir)) return;
   for (const name of readdirSync(dir)) {
-    const m = /\.tmp-(\d+)$/.exec(name) ?? new RegExp(`^${TEMP_DIR_PREFIX.replace('.', '\\.')}(\\d+)-`).exec(name);
-    if (m && Number(m[1]) !== process.pid && !alive(Number(m[1]))) rmSync(join(dir, name), { recursive: true, force: true });
+    const m = TEMP_NAME.exec(name);
+    const pid = m ? Number(m[1] ?? m[2]) : undefined;
+    if (pid !== undefined && pid !== process.pid && !alive(pid)) rmSync(join(dir, name), { recursive: true, force: true });
   }
 }
 
