@@ -152,7 +152,7 @@ function occlusionSection(ctx: Ctx): ReportSection {
   const dir = join(ctx.run, RUN_LAYOUT.occlusion);
   const base = {
     id: 'occlusion', title: 'Fig. 7: occlusion sensitivity',
-    text: 'A grey square slides over each image; for every position the maps show the total activation of the strongest layer-5 feature map, the probability of the correct class and the most probable class, with deconvnet projections of that feature for a few square positions. Low probability where the square covers the object means the model looks at the object, not its surroundings.',
+    text: 'A grey square slides over each image; for every position the maps show the total activation of the strongest map of the deepest rectified layer (layer 5 on ZFNet), the probability of the class explained (the label, or the predicted class for unlabelled images) and the most probable class, with deconvnet projections of that feature for a few square positions. Low probability where the square covers the object means the model looks at the object, not its surroundings.',
   };
   const runs = existsSync(dir) ? readdirSync(dir).filter((f) => existsSync(join(dir, f, 'figure.png'))).sort() : [];
   if (runs.length === 0) return { ...base, figures: [], missing: missing(ctx, 'occlusion', 'occlude', dir) };
