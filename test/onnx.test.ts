@@ -286,6 +286,52 @@ describe('ONNX graphs torch may emit', () => {
     assertLogitsClose(await logits(model, input), await runOnnx(bytes, input, 'out'), 'residual graph', (m) => t.diagnostic(m));
   });
 
+  test("TensorFlow's SAME padding (asymmetric Conv pads) and ReduceMean over H, W import and compute what the file computes", async (t) => {
+    const rng = new Rng(7);
+    const w = (b: GraphBuilder, name: string, cout: number, cin: number, k: number) => b.floatTensor(name, [cout, cin, k, k], Float32Array.from({ length: cout * cin * k * k }, () => rng.normal() * 0.3));
+    // A chain: a stride-2 SAME conv (pads [0, 0, 1, 1]), a SAME 3x3 conv with more pad after than before, then the mean
+    // over H, W without keepdims feeding a Gemm.
+    const chain = new GraphBuilder();
+    const x = chain.input('input', ['N', 3, 9, 9]);
+    const c1 = chain.op1('Relu', [chain.op1('Conv', [x, w(chain, 'stem.weight', 4, 3, 3)], { kernel_shape: [3, 3], strides: [2, 2], pads: [0, 0, 1, 1] })]);
+    const c2 = chain.op1('Relu', [chain.op1('Conv', [c1, w(chain, 'block.weight', 5, 4, 4)], { kernel_shape: [4, 4], pads: [1, 2, 2, 1] })]);
+    const mean = chain.op1('ReduceMean', [c2], { axes: [-1, -2], keepdims: 0 });
+    chain.op1('Gemm', [mean, chain.floatTensor('head.weight', [3, 5], Float32Array.from({ length: 15 }, () => rng.normal())), chain.floatTensor('head.bias', [3], new Float32Array(3))], { transB: 1 }, 'out');
+    chain.output('out', ['N', 3]);
+    const chainProto = decodeModel(chain.encode('same'));
+    chainProto.opsetVersion = 17; // ReduceMean's axes are an attribute up to opset 17
+    const chainBytes = encodeModel(chainProto);
+    const chainModel = modelFromOnnx(chainBytes, 'same.onnx');
+    assert.deepEqual(chainModel.layers.map((l) => [l.name, l.type, 'padding' in l ? l.padding : 'pads' in l ? l.pads : '']), [
+      ['stem.pad', 'pad', [0, 0, 1, 1]], ['stem', 'conv2d', [0, 0]], ['relu.relu', 'relu', ''],
+      ['block.pad', 'pad', [0, 1, 1, 0]], ['block', 'conv2d', [1, 1]], ['relu', 'relu', ''],
+      ['reducemean.adaptiveavgpool2d', 'adaptiveavgpool2d', ''], ['reducemean', 'flatten', ''], ['head', 'linear', ''],
+    ]);
+    const input = randomInput([2, 3, 9, 9], 8, 1);
+    assertLogitsClose(await logits(chainModel, input), await runOnnx(chainBytes, input, 'out'), 'SAME-padded chain', (m) => t.diagnostic(m));
+
+    // In a graph (a residual Add), keepdims 1 and axes given as an input (opset 18, the builder's).
+    const g = new GraphBuilder();
+    const gx = g.input('input', ['N', 3, 8, 8]);
+    const a = g.op1('Relu', [g.op1('Conv', [gx, w(g, 'a.weight', 3, 3, 2)], { kernel_shape: [2, 2], pads: [0, 0, 1, 1] })]);
+    const sum = g.op1('Add', [a, gx]);
+    g.op1('Flatten', [g.op1('ReduceMean', [sum, g.int64s([2, 3])], { keepdims: 1 })], { axis: 1 }, 'out');
+    g.output('out', ['N', 3]);
+    const graphBytes = g.encode('same-graph');
+    const graphModel = modelFromOnnx(graphBytes, 'same-graph.onnx');
+    assert.deepEqual(graphModel.layers.map((l) => l.type), ['pad', 'conv2d', 'relu', 'add', 'adaptiveavgpool2d', 'flatten']);
+    const input2 = randomInput([2, 3, 8, 8], 9, 1);
+    assertLogitsClose(await logits(graphModel, input2), await runOnnx(graphBytes, input2, 'out'), 'SAME-padded graph, ReduceMean axes input', (m) => t.diagnostic(m));
+
+    // A mean over channels is no global pooling: refused, naming the node.
+    const c = new GraphBuilder();
+    const cx = c.input('input', ['N', 3, 8, 8]);
+    c.op1('ReduceMean', [c.op1('Relu', [cx]), c.int64s([1])], { keepdims: 0 }, 'out');
+    c.output('out', ['N', 8, 8]);
+    const node = decodeModel(c.encode('cmean')).graph.nodes.find((n) => n.opType === 'ReduceMean')!;
+    assert.equal(importError(c.encode('cmean'), 'cmean.onnx'), `cmean.onnx: ReduceMean node '${node.name}': axes [1] of a rank-4 tensor: only the mean over H and W (axes 2, 3 of N, C, H, W) is supported`);
+  });
+
   test('a branch that never merges back is refused in one line', () => {
     const b = new GraphBuilder();
     const x = b.input('input', ['N', 3, 8, 8]);

@@ -40,7 +40,7 @@ export class ChainImporter {
       const users = this.dataUsers(x);
       if (users.length === 0) break;
       const step = this.lrn.match(x, users) ?? this.nodes.convert(this.single(x, users));
-      if (step.draft) this.add(step.draft);
+      for (const d of [step.pre, step.draft, step.post]) if (d) this.add(d);
       const last = this.layers.at(-1);
       if (last) this.layerOf.set(step.out, last.name);
       this.shapes.chainShapes.set(step.out, ['N', ...this.currentShape()]);
@@ -70,7 +70,7 @@ export class ChainImporter {
     const name = draftName(this.layers.length);
     d.layer.name = name;
     this.layers.push(d.layer);
-    this.named.push({ layer: d.layer, origins: [...d.params.values()].map((t) => t.origin), node: d.node });
+    this.named.push({ layer: d.layer, origins: [...(d.namedBy ?? d.params.values())].map((t) => t.origin), node: d.node });
     for (const [suffix, t] of d.params) this.weights.set(`${name}.${suffix}`, { shape: [...t.dims], data: t.data });
     // Shapes are checked layer by layer so that a mismatch names the layer where it starts.
     this.currentShape();

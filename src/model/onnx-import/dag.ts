@@ -78,8 +78,15 @@ export class GraphImporter {
       this.reading = this.layerOf.get(reads[0])!;
       const step = nodes.convert(n);
       if (step.out !== n.outputs[0]) for (const c of this.ix.consumers.get(n.outputs[0]) ?? []) this.consumed.add(c);
-      if (step.draft) this.add({ ...step.draft, layer: { ...step.draft.layer, inputs: [this.reading] } }, step.out);
-      else this.alias(step.out, this.reading);
+      if (!step.draft) {
+        this.alias(step.out, this.reading);
+        continue;
+      }
+      // The node's layers in order, the last one producing its output tensor.
+      const drafts = [step.pre, step.draft, step.post].filter((d) => d !== undefined);
+      for (const [k, d] of drafts.entries()) {
+        this.reading = this.add({ ...d, layer: { ...d.layer, inputs: [this.reading] } }, k === drafts.length - 1 ? step.out : undefined);
+      }
     }
     const out = outputs[0].name;
     const last = this.layers.at(-1);
@@ -98,13 +105,15 @@ export class GraphImporter {
     this.shapes.chainShapes.set(tensor, ['N', ...this.outShape.get(layer)!]);
   }
 
-  private add(d: Draft, out: string): void {
+  /** Adds the layer, as the producer of tensor `out` when given; returns its (draft) name. */
+  private add(d: Draft, out?: string): string {
     const layer = { ...d.layer, name: draftName(this.layers.length) };
     this.layers.push(layer);
-    this.named.push({ layer, origins: [...d.params.values()].map((t) => t.origin), node: d.node });
+    this.named.push({ layer, origins: [...(d.namedBy ?? d.params.values())].map((t) => t.origin), node: d.node });
     for (const [suffix, t] of d.params) this.weights.set(`${layer.name}.${suffix}`, { shape: [...t.dims], data: t.data });
     // Shapes are checked layer by layer so that a mismatch names the layer where it starts.
     this.outShape.set(layer.name, opOf(layer).shape(layer, layer.inputs!.map((i) => this.outShape.get(i)!)));
-    this.alias(out, layer.name);
+    if (out !== undefined) this.alias(out, layer.name);
+    return layer.name;
   }
 }

@@ -17,10 +17,15 @@ export interface Draft {
   params: Map<string, ConstTensor>;
   /** The node that names the layer when its weights do not. */
   node: NodeProto;
+  /** Weights that name a layer without its own: the node's main layer's (`stem.pad` before the conv `stem`). */
+  namedBy?: ConstTensor[];
 }
 
 export interface Step {
+  /** Layers the node implies before and after its own (named from the same node). */
+  pre?: Draft;
   draft?: Draft;
+  post?: Draft;
   /** The tensor the next layer reads. */
   out: string;
 }
@@ -49,9 +54,16 @@ export class NodeConverter implements ImportContext {
     if (n.opType === 'Identity') return { out: n.outputs[0] };
     const converter = CONVERTERS.get(n.opType);
     if (!converter) unsupportedOp(n);
-    const { layer, params = [], out = n.outputs[0] } = converter(this, n);
+    const { layer, params = [], out = n.outputs[0], pre, post } = converter(this, n);
     if (!layer) return { out };
-    return { draft: { layer, node: n, params: new Map(params.filter((p): p is [string, ConstTensor] => p[1] !== undefined)) }, out };
+    const weights = params.filter((p): p is [string, ConstTensor] => p[1] !== undefined);
+    const implied = (l: Layer): Draft => ({ layer: l, node: n, params: new Map(), namedBy: weights.map(([, t]) => t) });
+    return {
+      ...(pre ? { pre: implied(pre) } : {}),
+      draft: { layer, node: n, params: new Map(weights) },
+      ...(post ? { post: implied(post) } : {}),
+      out,
+    };
   }
 
   weight(n: NodeProto, index: number, what: string): ConstTensor {

@@ -1,4 +1,5 @@
 import type { Layer, Pair } from '../layers.js';
+import { intAttr, intsAttr, refuse } from '../onnx-import/attributes.js';
 import { adaptivePoolMatrix, transposeMatrix } from './emit/pool.js';
 import { inputSize, needMap, noParams, pair, scalarOrPair, windowRf } from './geometry.js';
 import type { OpDef } from './types.js';
@@ -37,5 +38,16 @@ export const adaptiveavgpool2d: OpDef<AdaptiveAvgPool> = {
     return [b.op1('Reshape', [b.op1('MatMul', [flat, mt]), b.int64s([-1, c, h, w])])];
   },
   box: () => 'full',
-  onnx: { GlobalAveragePool: () => ({ layer: { type: 'adaptiveavgpool2d', name: '', output: [1, 1] } }) },
+  onnx: {
+    GlobalAveragePool: () => ({ layer: { type: 'adaptiveavgpool2d', name: '', output: [1, 1] } }),
+    /** The mean over H and W (TensorFlow's global pooling, `x.mean((2, 3))`); without keepdims it is also a flatten. */
+    ReduceMean(ctx, n) {
+      const given = ctx.opset >= 18 && (n.inputs[1] ?? '') !== '' ? ctx.constInts(n, 1, 'axes') : intsAttr(n, 'axes', []);
+      const rank = ctx.currentShape().length + 1;
+      const axes = given.map((a) => (a < 0 ? a + rank : a)).sort();
+      if (rank !== 4 || axes.join() !== '2,3') refuse(n, `axes [${given}] of a rank-${rank} tensor: only the mean over H and W (axes 2, 3 of N, C, H, W) is supported`);
+      const layer: AdaptiveAvgPool = { type: 'adaptiveavgpool2d', name: '', output: [1, 1] };
+      return intAttr(n, 'keepdims', 1) === 1 ? { layer } : { layer, post: { type: 'flatten', name: '' } };
+    },
+  },
 };

@@ -82,12 +82,12 @@ export const conv2d: OpDef<Conv2d> = {
       if (w.dims.length !== 4) refuse(n, `weight of shape [${w.dims}]: only 2-D convolutions are supported`);
       const kernel = intsAttr(n, 'kernel_shape', w.dims.slice(2));
       if (kernel.join() !== w.dims.slice(2).join()) refuse(n, `kernel_shape [${kernel}] disagrees with the weight [${w.dims}]`);
-      const g = windowGeometry(n, kernel, true);
+      const { extra, ...g } = windowGeometry(n, kernel, { dilated: true, asymmetric: true });
       const [dy, dx] = intsAttr(n, 'dilations', [1, 1]);
       const layer: Conv2d = { type: 'conv2d', name: '', inChannels: w.dims[1] * groups, outChannels: w.dims[0], ...g, bias: b !== undefined };
       if (groups !== 1) layer.groups = groups;
       if (dy !== 1 || dx !== 1) layer.dilation = [dy, dx];
-      return { layer, params: [['weight', w], ['bias', b && flatBias(n, b, w.dims[0])]] };
+      return { layer, params: [['weight', w], ['bias', b && flatBias(n, b, w.dims[0])]], ...(extra ? { pre: { type: 'pad', name: '', pads: extra } } : {}) };
     },
   },
 };

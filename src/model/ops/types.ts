@@ -115,6 +115,10 @@ export interface Imported<L> {
   params?: [string, ConstTensor | undefined][];
   /** The tensor the next op reads, when it is not the node's first output (MatMul + Add). */
   out?: string;
+  /** Parameter-free layers the node implies before and after its own: a Conv's asymmetric pads become a zero pad
+   * before it; ReduceMean without keepdims is a pooling and then a flatten. */
+  pre?: Layer;
+  post?: Layer;
 }
 
 /** What an ONNX import mapping may ask of the graph around the node. */
