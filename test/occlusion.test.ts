@@ -330,7 +330,10 @@ test('localisation score: hits are minima of p(correct) whose square centre lies
     assert.equal(all.chance, 1);
     const none = await localisationScore(engine, items.map((i) => ({ ...i, box: [0, 0, 0, 0] as [number, number, number, number] })));
     assert.equal(none.hits, 0);
-    const real = await localisationScore(engine, items);
+    // Progress counts images (the positions of each image once went to the same callback).
+    const reports: [number, number][] = [];
+    const real = await localisationScore(engine, items, { onProgress: (done, total) => reports.push([done, total]) });
+    assert.deepEqual(reports, [[1, 4], [2, 4], [3, 4], [4, 4]]);
     for (const [k, item] of items.entries()) {
       const m = await occlusionMaps(engine, item.input, { target: item.label, projectAt: [] });
       const p = m.probability.data;

@@ -417,8 +417,10 @@ export async function localisationScore(
   options: Pick<OcclusionOptions, 'window' | 'stride' | 'fill' | 'batch'> & { onProgress?: OnProgress } = {},
 ): Promise<LocalisationScore> {
   const perImage: LocalisationScore['perImage'] = [];
+  // Progress counts images here; each image's positions are not reported.
+  const { onProgress, ...occlusion } = options;
   for (const [k, item] of items.entries()) {
-    const maps = await occlusionMaps(engine, item.input, { ...options, target: item.label, mode: 'paper', projectAt: [] });
+    const maps = await occlusionMaps(engine, item.input, { ...occlusion, target: item.label, mode: 'paper', projectAt: [] });
     const { ys, xs, window } = maps.grid;
     const p = maps.probability.data;
     let best = 0;
@@ -429,7 +431,7 @@ export async function localisationScore(
     let covered = 0;
     for (let r = 0; r < ys.length; r++) for (let c = 0; c < xs.length; c++) if (inside(centre(r, c))) covered++;
     perImage.push({ name: item.name, hit: inside(centre(...minimum)), minimum, box: item.box, chance: covered / (ys.length * xs.length) });
-    options.onProgress?.(k + 1, items.length);
+    onProgress?.(k + 1, items.length);
   }
   return scoreOf(perImage);
 }

@@ -15,6 +15,8 @@ import type { Tensor } from '../tensor.js';
 import { UsageError, type Options, type OptionSpec, type Command } from './args.js';
 import { classIndex, DATA_OPTIONS, layersOption, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { paperLayerTitles } from './paper-layers.js';
+import { notice } from './notices.js';
+import { Progress } from './progress.js';
 
 
 /** "FROM:TO:STEP" (both ends included) or "A,B,C". */
@@ -96,10 +98,14 @@ export const invarianceCommand: Command = {
       if (given && given.length !== 1 && given.length !== inputs.length) throw new UsageError(`--true-class gives ${given.length} classes for ${inputs.length} images; give 1 or ${inputs.length}`);
       const results: NamedResult[] = [];
       const sources: string[] = [];
+      const copies = sweeps.reduce((a, s) => a + s.amounts.length, 0);
+      notice(`invariance: ${inputs.length} images x ${copies} transformed copies (${sweeps.map((s) => `${s.kind} ${s.amounts.length}`).join(', ')}), layers ${layers.join(', ')}`);
+      const bar = new Progress('invariance', inputs.length, 'images');
       for (const [i, { name, input, label }] of inputs.entries()) {
         const trueClass = given ? given[given.length === 1 ? 0 : i] : label;
         sources.push(given ? 'given' : label !== undefined ? 'dataset label' : 'predicted');
         results.push({ name, result: await invarianceCurves(engine, input, trueClass, { layers, sweeps, batch }) });
+        bar.update(i + 1);
       }
       const mean = meanCurves(results.map((r) => r.result));
       writeOutputs(dir, await invarianceFiles({ model, layers, sweeps, results, classSources: sources, exampleInput: inputs[0].input, layerTitle: paper.title }));

@@ -11,6 +11,7 @@ import { writeOutputs } from '../report/files.js';
 import { UsageError, type Command, type Options } from './args.js';
 import { DATA_OPTIONS, layerOption, MODEL_OPTIONS, modelFrom, validationSet } from './options.js';
 import { Progress } from './progress.js';
+import { notice } from './notices.js';
 
 /** `all` or a comma-separated list of methods, as `attribute --method` takes them. */
 export function methodList(o: Options, key: string): AttributionMethod[] {
@@ -53,6 +54,7 @@ export const faithfulnessCommand: Command = {
     const stream = batches(ds, { input: model.input, preprocess: model.preprocess, batchSize: 32, indices: Array.from({ length: n }, (_, i) => i) });
     for await (const b of stream) items.push(...itemsOf(b));
     if (items.length === 0) throw new Error(`${ds.name}: none of the first ${n} images could be read`);
+    notice(`faithfulness: ${items.length} images x ${methods.length} methods (${methods.join(', ')}), each attribution then ${2 * steps} scored copies (deletion and insertion curves of ${steps} points)`);
     const engine = new Engine(model);
     try {
       const bar = new Progress('faithfulness', methods.length * items.length, 'attributions');
