@@ -82,7 +82,12 @@ export const probeCommand: Command = {
       log,
     };
     if (!(options.l2 >= 0)) throw new UsageError(`--l2 must be >= 0, got ${options.l2}`);
-    notice(`probing ${model.name}: train ${trainSet.name}, test ${testSet.name}, layers ${options.layers.join(',')}`);
+    const fits = options.layers.length * options.perClass.length * options.splits * (o.flag('baseline') ? 2 : 1);
+    notice(
+      `probing ${model.name}: train on ${options.perClass.join(' and ')} images per class of ${trainSet.name} (${options.splits} seeded draws), ` +
+        `test on ${Math.min(testSet.size, options.maxTest ?? Infinity)} images of ${testSet.name}; layers ${options.layers.join(',')}; ` +
+        `${fits} classifier fits${o.flag('baseline') ? ' (half on random-init features)' : ''}`,
+    );
     // With --queue the workers extract the features: they load the model from its path (and re-initialise it for the
     // baseline) and open the same specs.
     const address = o.has('queue') ? parseQueueUrl(o.required('queue')) : undefined;
