@@ -1,6 +1,6 @@
 // Where a graph kind spends its time: onnxruntime's own per-node profile of the train step or a projection.
 //
-//   npm run bench:profile -- [--model zfnet-small|FILE.onnx] [--graph train|project] [--batch 32] [--layer relu5] [--runs 25] [--top 25]
+//   npm run bench:profile -- [--model zfnet-small|FILE.onnx] [--graph train|project] [--batch 32] [--layer relu5] [--runs 25] [--top 25] [--names]
 //
 // Prints the median wall time of session.run, the kernel time per op type and the slowest nodes with their input
 // shapes (means over the runs), and the minor page faults per run. Random weights and inputs: timings only.
@@ -23,15 +23,18 @@ interface Args {
   layer: string;
   runs: number;
   top: number;
+  /** Print each slow node's name (which layer's forward or backward it belongs to). */
+  names: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { model: 'zfnet-small', graph: 'train', batch: 32, layer: 'relu5', runs: 25, top: 25 };
+  const args: Args = { model: 'zfnet-small', graph: 'train', batch: 32, layer: 'relu5', runs: 25, top: 25, names: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => argv[++i];
     switch (flag) {
       case '--model': args.model = value(); break;
+      case '--names': args.names = true; break;
       case '--graph': {
         const g = value();
         if (g !== 'train' && g !== 'project') throw new Error(`--graph is train or project, got ${g}`);
@@ -114,5 +117,7 @@ console.log('\nms per run by op type:');
 for (const [op, ms] of [...byOp].sort((a, b) => b[1] - a[1])) if (ms >= 0.01) console.log(`  ${ms.toFixed(2).padStart(8)}  ${op}`);
 if (args.top > 0) {
   console.log(`\nslowest ${args.top} nodes (ms per run, op, input shapes):`);
-  for (const node of [...nodes.values()].sort((a, b) => b.ms - a.ms).slice(0, args.top)) console.log(`  ${node.ms.toFixed(2).padStart(8)}  ${node.op.padEnd(16)} ${node.shapes.slice(0, 110)}`);
+  for (const [name, node] of [...nodes].sort((a, b) => b[1].ms - a[1].ms).slice(0, args.top)) {
+    console.log(`  ${node.ms.toFixed(2).padStart(8)}  ${node.op.padEnd(16)} ${node.shapes.slice(0, 110)}${args.names ? `  ${name.replace(/_kernel_time$/, '')}` : ''}`);
+  }
 }
