@@ -1,6 +1,7 @@
 // Distributed top-k benchmark: the same scan (zfnet-small, its rectified maps, k 9) over N shapes images run
 // locally in this process, on 1 worker through Redis, and on 2 workers, every side with 1 onnxruntime thread; medians
-// of the repeats, the sides interleaved. A redis-server is started on a free loopback port and stopped after.
+// of the repeats, the sides interleaved; then 1 and 2 workers each pinned to a core of its own (taskset), which is
+// what 1 and 2 one-core machines would do. A redis-server is started on a free loopback port and stopped after.
 //
 //   npm run bench:distributed -- [--images 10000] [--shard-size 1000] [--repeats 3] [--record]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -44,8 +45,10 @@ function freePort(): Promise<number> {
   });
 }
 
-function startWorker(url: string): Promise<ChildProcess> {
-  const w = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'worker', '--queue', url, '--allow', ROOT, '--threads', '1'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+/** A worker with 1 onnxruntime thread; `cpu` pins the whole process to that core (taskset), as if it were a machine. */
+function startWorker(url: string, cpu?: number): Promise<ChildProcess> {
+  const command = [process.execPath, '--import', 'tsx', join(ROOT, 'src', 'cli', 'main.ts'), 'worker', '--queue', url, '--allow', ROOT, '--threads', '1'];
+  const w = cpu === undefined ? spawn(command[0], command.slice(1), { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] }) : spawn('taskset', ['-c', String(cpu), ...command], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   return new Promise((resolve, reject) => {
     let seen = '';
     w.stderr!.on('data', (d) => {
@@ -86,7 +89,7 @@ async function main(): Promise<void> {
     };
     const distributed = async (seed: number) =>
       distributedTopk({ address: parseQueueUrl(url), model: { path: MODEL, seed: 0 }, data: { spec: spec(seed), split: 'train' }, ...options, indices, shardSize: args.shardSize });
-    const times: Record<string, number[]> = { local: [], '1 worker': [], '2 workers': [] };
+    const times: Record<string, number[]> = { local: [], '1 worker': [], '2 workers': [], '1 pinned': [], '2 pinned': [] };
     const timed = async <T>(key: string, f: () => Promise<T>): Promise<T> => {
       const t = performance.now();
       const out = await f();
@@ -103,6 +106,15 @@ async function main(): Promise<void> {
     workers.push(await startWorker(url));
     await distributed(0);
     for (let r = 1; r <= args.repeats; r++) await timed('2 workers', () => distributed(100 + r));
+    // The same with each worker pinned to a core of its own: a worker no longer borrows the other core (rendering on
+    // its JavaScript thread while onnxruntime runs), so 1 vs 2 workers compares one core-sized machine with two.
+    for (const w of workers.splice(0)) w.kill('SIGTERM');
+    workers.push(await startWorker(url, 0));
+    await distributed(0);
+    for (let r = 1; r <= args.repeats; r++) await timed('1 pinned', () => distributed(200 + r));
+    workers.push(await startWorker(url, 1));
+    await distributed(0);
+    for (let r = 1; r <= args.repeats; r++) await timed('2 pinned', () => distributed(300 + r));
     const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
     const rate = (ms: number) => ((indices.length / ms) * 1000).toFixed(0);
     const lines = [
@@ -113,7 +125,10 @@ async function main(): Promise<void> {
       `| local (in process) | ${(m.local / 1000).toFixed(2)} | ${rate(m.local)} | 1.00 |`,
       `| 1 worker through Redis | ${(m['1 worker'] / 1000).toFixed(2)} | ${rate(m['1 worker'])} | ${(m.local / m['1 worker']).toFixed(3)} (overhead ${(100 * (m['1 worker'] / m.local - 1)).toFixed(1)} %) |`,
       `| 2 workers through Redis | ${(m['2 workers'] / 1000).toFixed(2)} | ${rate(m['2 workers'])} | ${(m.local / m['2 workers']).toFixed(2)}; ${(m['1 worker'] / m['2 workers']).toFixed(2)}x one worker |`,
+      `| 1 worker pinned to core 0 | ${(m['1 pinned'] / 1000).toFixed(2)} | ${rate(m['1 pinned'])} | ${(m.local / m['1 pinned']).toFixed(2)} |`,
+      `| 2 workers pinned to cores 0 and 1 | ${(m['2 pinned'] / 1000).toFixed(2)} | ${rate(m['2 pinned'])} | ${(m.local / m['2 pinned']).toFixed(2)}; ${(m['1 pinned'] / m['2 pinned']).toFixed(2)}x one pinned worker |`,
       '',
+      '- unpinned, a worker renders its images on its JavaScript thread while onnxruntime runs on the other core; pinned, both share one core. The coordinator (this process) and redis-server are not pinned.',
       `- every distributed result equals the local scan (checked before timing). Load average ${loadBefore.toFixed(2)} before, ${loadavg()[0].toFixed(2)} after.`,
     ];
     const text = lines.join('\n');
