@@ -1,7 +1,7 @@
 // Distributed top-k benchmark: the same scan (zfnet-small, its rectified maps, k 9) over N shapes images run
-// locally in this process, on 1 worker through Redis, and on 2 workers, every side with 1 onnxruntime thread; medians
-// of the repeats, the sides interleaved; then 1 and 2 workers each pinned to a core of its own (taskset), which is
-// what 1 and 2 one-core machines would do. A redis-server is started on a free loopback port and stopped after.
+// locally in this process, on 1 and 2 workers through Redis, and on 1 and 2 workers each pinned to a core of its own
+// (taskset: what one-core machines would do), every side with 1 onnxruntime thread; each repeat runs every side in
+// turn, medians of the repeats. A redis-server is started on a free loopback port and stopped after.
 //
 //   npm run bench:distributed -- [--images 10000] [--shard-size 1000] [--repeats 3] [--record]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -96,25 +96,32 @@ async function main(): Promise<void> {
       times[key].push(performance.now() - t);
       return out;
     };
-    workers.push(await startWorker(url));
-    await distributed(0); // loads the model in the worker
+    // Each repeat runs every side in turn (the machine's load drifts over minutes): local, then 1 and 2 workers, then
+    // 1 and 2 workers each pinned to a core of its own (taskset). Pinned, a worker no longer borrows the other core
+    // (rendering on its JavaScript thread while onnxruntime runs), so 1 vs 2 compares one core-sized machine with two.
+    const warm = () => distributedTopk({ address: parseQueueUrl(url), model: { path: MODEL, seed: 0 }, data: { spec: spec(0), split: 'train' }, ...options, indices: indices.slice(0, 64), shardSize: 8 });
+    const stopAll = async () => {
+      await Promise.all(workers.splice(0).map((w) => new Promise((resolve) => (w.exitCode !== null ? resolve(null) : (w.once('exit', resolve), w.kill('SIGTERM'))))));
+    };
+    // Every run renders its images afresh: each side gets its own seed (a worker keeps what it rendered).
+    const seedOf = (r: number, side: number) => r * 10 + side;
     for (let r = 1; r <= args.repeats; r++) {
-      const a = await timed('local', () => local(r));
-      const b = await timed('1 worker', () => distributed(r));
-      if (!sameResult(a, b)) throw new Error(`seed ${r}: the distributed result differs from the local one`);
+      await timed('local', () => local(seedOf(r, 0)));
+      const results: [string, number, TopkResult][] = [];
+      for (const [k, [one, two, cpus]] of ([['1 worker', '2 workers', [undefined, undefined]], ['1 pinned', '2 pinned', [0, 1]]] as const).entries()) {
+        workers.push(await startWorker(url, cpus[0]));
+        await warm();
+        results.push([one, seedOf(r, 2 * k + 1), await timed(one, () => distributed(seedOf(r, 2 * k + 1)))]);
+        workers.push(await startWorker(url, cpus[1]));
+        await warm();
+        results.push([two, seedOf(r, 2 * k + 2), await timed(two, () => distributed(seedOf(r, 2 * k + 2)))]);
+        await stopAll();
+      }
+      // The first repeat's results are checked against local scans of the same images (not timed).
+      if (r === 1) {
+        for (const [key, seed, result] of results) if (!sameResult(await local(seed), result)) throw new Error(`${key}: the result differs from the local scan of the same images`);
+      }
     }
-    workers.push(await startWorker(url));
-    await distributed(0);
-    for (let r = 1; r <= args.repeats; r++) await timed('2 workers', () => distributed(100 + r));
-    // The same with each worker pinned to a core of its own: a worker no longer borrows the other core (rendering on
-    // its JavaScript thread while onnxruntime runs), so 1 vs 2 workers compares one core-sized machine with two.
-    for (const w of workers.splice(0)) w.kill('SIGTERM');
-    workers.push(await startWorker(url, 0));
-    await distributed(0);
-    for (let r = 1; r <= args.repeats; r++) await timed('1 pinned', () => distributed(200 + r));
-    workers.push(await startWorker(url, 1));
-    await distributed(0);
-    for (let r = 1; r <= args.repeats; r++) await timed('2 pinned', () => distributed(300 + r));
     const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)]));
     const rate = (ms: number) => ((indices.length / ms) * 1000).toFixed(0);
     const lines = [
@@ -128,8 +135,9 @@ async function main(): Promise<void> {
       `| 1 worker pinned to core 0 | ${(m['1 pinned'] / 1000).toFixed(2)} | ${rate(m['1 pinned'])} | ${(m.local / m['1 pinned']).toFixed(2)} |`,
       `| 2 workers pinned to cores 0 and 1 | ${(m['2 pinned'] / 1000).toFixed(2)} | ${rate(m['2 pinned'])} | ${(m.local / m['2 pinned']).toFixed(2)}; ${(m['1 pinned'] / m['2 pinned']).toFixed(2)}x one pinned worker |`,
       '',
+      '- every side\'s result in the first repeat equals the local scan of the same images (checked after timing).',
       '- unpinned, a worker renders its images on its JavaScript thread while onnxruntime runs on the other core; pinned, both share one core. The coordinator (this process) and redis-server are not pinned.',
-      `- every distributed result equals the local scan (checked before timing). Load average ${loadBefore.toFixed(2)} before, ${loadavg()[0].toFixed(2)} after.`,
+      `- Load average ${loadBefore.toFixed(2)} before, ${loadavg()[0].toFixed(2)} after.`,
     ];
     const text = lines.join('\n');
     console.log(text);
