@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The longer transfer and ablation tables of docs/probes.md, from scratch: trains the two zfnet-small models the
 # doc probes, then runs every probe and ablation the doc shows, with the convscope CLI only.
-#   bash bench/tooling/probe-tables.sh [OUT]      (default OUT: convscope-out/probe-tables; about 40 min on 2 cores)
+#   bash bench/tooling/probe-tables.sh [OUT]      (default OUT: convscope-out/probe-tables; 16 minutes on 2 cores)
 # Each step's folder holds its table (probe.md / ablation.md); OUT/tables.md gathers them with each step's time.
 # Steps already finished (their table exists) are skipped, so a killed run continues where it stopped.
 set -euo pipefail
@@ -13,16 +13,16 @@ cs() { node bin/convscope.js "$@"; }
 TABLES="$OUT/tables.md"
 : > "$TABLES"
 
-# step NAME TABLE_FILE COMMAND...: runs the command unless NAME/TABLE_FILE exists, then appends the table.
+# step NAME TABLE_FILE ARGS...: runs `convscope ARGS` unless NAME/TABLE_FILE exists, then appends the table.
 step() {
   local name=$1 table=$2; shift 2
   local start=$SECONDS
   if [ ! -f "$OUT/$name/$table" ]; then
-    echo "== $name: $*" >&2
-    "$@"
+    echo "== $name: convscope $*" >&2
+    cs "$@"
     echo "$(( SECONDS - start )) s" > "$OUT/$name.seconds"
   fi
-  { echo "### $name ($(cat "$OUT/$name.seconds"))"; echo; echo '```'; echo "$*"; echo '```'; echo;
+  { echo "### $name ($(cat "$OUT/$name.seconds"))"; echo; echo '```'; echo "convscope $*"; echo '```'; echo;
     cat "$OUT/$name/$table"; echo; } >> "$TABLES"
 }
 
@@ -44,18 +44,18 @@ echo >> "$TABLES"; echo "## Tables" >> "$TABLES"; echo >> "$TABLES"
 
 A=$OUT/model-all/model.safetensors
 B=$OUT/model-0-5/model.safetensors
-step probe-heldout probe.md cs probe --model "$B" --train shapes:classes=6-9 --test shapes:classes=6-9 \
+step probe-heldout probe.md probe --model "$B" --train shapes:classes=6-9 --test shapes:classes=6-9 \
   --per-class 15,30 --splits 5 --baseline --out "$OUT/probe-heldout"
-step probe-trained-classes probe.md cs probe --model "$B" --train shapes:classes=0-5 --test shapes:classes=0-5 \
+step probe-trained-classes probe.md probe --model "$B" --train shapes:classes=0-5 --test shapes:classes=0-5 \
   --per-class 15,30 --splits 5 --baseline --out "$OUT/probe-trained-classes"
-step probe-seen-6-9 probe.md cs probe --model "$A" --train shapes:classes=6-9 --test shapes:classes=6-9 \
+step probe-seen-6-9 probe.md probe --model "$A" --train shapes:classes=6-9 --test shapes:classes=6-9 \
   --per-class 15,30 --splits 5 --out "$OUT/probe-seen-6-9"
-step probe-fashion-mnist probe.md cs probe --model "$A" --train fashion-mnist --test fashion-mnist \
+step probe-fashion-mnist probe.md probe --model "$A" --train fashion-mnist --test fashion-mnist \
   --max-test 2000 --per-class 15,30 --splits 5 --baseline --out "$OUT/probe-fashion-mnist"
 for l2 in 0.01 1 10; do
-  step "probe-l2-$l2" probe.md cs probe --model "$B" --train shapes:classes=6-9 --test shapes:split=val,classes=6-9 \
+  step "probe-l2-$l2" probe.md probe --model "$B" --train shapes:classes=6-9 --test shapes:split=val,classes=6-9 \
     --per-class 15,30 --splits 3 --l2 "$l2" --out "$OUT/probe-l2-$l2"
 done
-step ablate-3ep ablation.md cs ablate --model "$A" --data shapes \
+step ablate-3ep ablation.md ablate --model "$A" --data shapes \
   --remove fc7/fc6,fc7/conv3,conv4/conv3,conv4,fc6,fc7 --epochs 3 --schedule manual:3=0.001 --out "$OUT/ablate-3ep"
 echo "wrote $TABLES" >&2
