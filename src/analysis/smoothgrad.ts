@@ -45,7 +45,7 @@ export function smoothGradNoise(input: Tensor, samples: number, noise: number, s
   const sigma = noise * (hi - lo);
   const rng = new Rng(seed);
   const t = tensor([samples, ...input.shape.slice(1)]);
-  for (let k = 0; k < t.data.length; k++) t.data[k] = sigma * rng.normal();
+  rng.fillNormal(t.data, sigma);
   return { noise: t, sigma };
 }
 

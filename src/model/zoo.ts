@@ -203,7 +203,7 @@ export function initWeights(layers: Layer[], scheme: InitScheme, seed: number): 
       if (init === 'fan-in') {
         const fanIn = sizeOf(shape.slice(1));
         const sigma = scheme === 'paper' ? 0.01 : Math.sqrt(2 / fanIn);
-        for (let i = 0; i < data.length; i++) data[i] = rng.normal() * sigma;
+        rng.fillNormal(data, sigma);
       } else if (init === 'ones') data.fill(1);
       weights.set(key, { shape, data });
     }
