@@ -484,6 +484,11 @@ describe("a user's own folder of images", () => {
     assert.match(probe.stderr, /^probe features \[#{24}\] (\d+)\/\1 images [\d.]+\/s in \d+s zfnet-small$/m, 'a bar over the feature extraction');
     const json = JSON.parse(readFileSync(join(out, 'probe', 'probe.json'), 'utf8'));
     assert.equal(json.runs[0].result.testItems, 6, 'the probe tests on the held-out cut only');
+    // Without labels, faithfulness explains the predicted class unasked, and says so.
+    const faith = run(['faithfulness', '--model', 'zfnet-small', '--data', flat, '--methods', 'saliency', '--count', '2', '--out', join(out, 'faith')]);
+    assert.equal(faith.code, 0, faith.stderr);
+    assert.match(faith.stderr, /^faithfulness: .*flat.* has no labels: explaining each image's predicted class$/m);
+    assert.equal(JSON.parse(readFileSync(join(out, 'faith', 'faithfulness.json'), 'utf8')).target, 'predicted');
   });
 
   test("demo on a user's ONNX export and flat folder: every step that applies runs, the others say why, in the log and the report", async () => {

@@ -45,3 +45,30 @@ test('on a residual network: stage outputs, the deepest rectified map and the po
   // The first conv feeds a ReLU only: that ReLU is the paper's layer 1.
   assert.equal(info(marks.firstConv()).layer.type, 'relu');
 });
+
+test('top-k scans five feature maps by default, evenly spread; a model without ReLUs offers its ReLU6 maps', () => {
+  const zf = new Landmarks(createZooModel('zfnet'));
+  assert.deepEqual(zf.spreadFeatureMaps(), zf.featureMaps(), "ZFNet's five are the paper's layers 1-5");
+  const resnet = new Landmarks(loadModel(join(ROOT, '..', 'shared', 'fixtures', 'graph', 'resnet_small', 'model.onnx')));
+  const all = resnet.featureMaps();
+  const spread = resnet.spreadFeatureMaps();
+  assert.ok(all.length > 5, `resnet_small has ${all.length} rectified maps`);
+  assert.equal(spread.length, 5);
+  assert.deepEqual([spread[0], spread.at(-1)], [all[0], all.at(-1)], 'the first and the deepest map');
+  const at = spread.map((n) => all.indexOf(n));
+  assert.deepEqual(at, [...at].sort((a, b) => a - b), 'in model order');
+  const gaps = at.slice(1).map((v, i) => v - at[i]);
+  assert.ok(Math.max(...gaps) - Math.min(...gaps) <= 1, `evenly spread: gaps ${gaps}`);
+  assert.deepEqual(resnet.spreadFeatureMaps(100), all);
+
+  // conv -> ReLU6 -> conv -> ReLU6 -> conv (a linear bottleneck) -> pool -> classifier, as MobileNetV2 exports.
+  const conv = (name: string, cin: number, cout: number) => ({ type: 'conv2d' as const, name, inChannels: cin, outChannels: cout, kernel: [3, 3] as [number, number], stride: [1, 1] as [number, number], padding: [1, 1] as [number, number], bias: true });
+  const mobile = new Landmarks({
+    name: 'relu6-net',
+    input: [3, 8, 8],
+    layers: [conv('c1', 3, 4), { type: 'clip', name: 'a1', min: 0, max: 6 }, conv('c2', 4, 4), { type: 'clip', name: 'a2', min: 0, max: 6 }, conv('c3', 4, 4),
+      { type: 'adaptiveavgpool2d', name: 'pool', output: [1, 1] }, { type: 'flatten', name: 'flat' }, { type: 'linear', name: 'fc', inFeatures: 4, outFeatures: 2, bias: true }],
+  });
+  assert.deepEqual(mobile.featureMaps(), ['a1', 'a2']);
+  assert.equal(mobile.lastFeatureMap(), 'a2');
+});

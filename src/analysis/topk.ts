@@ -57,9 +57,12 @@ export interface TopkOptions {
 
 // ---------------------------------------------------------------- layers
 
-/** The requested layers in model order, each checked; an unknown name throws, naming the model's layers. */
+/**
+ * The requested layers in model order, each checked (an unknown name throws, naming the model's layers); by default
+ * five of the model's feature maps, evenly spread over depth.
+ */
 export function resolveTopkLayers(engine: Engine, layers?: string[]): string[] {
-  const names = layers ?? new Landmarks(engine.model, engine.infos).featureMaps();
+  const names = layers ?? new Landmarks(engine.model, engine.infos).spreadFeatureMaps();
   if (names.length === 0) throw new Error(`model ${engine.model.name} has no feature maps to scan; name layers explicitly`);
   const unique = [...new Set(names)];
   for (const name of unique) findLayer(engine.model, name);

@@ -33,7 +33,7 @@ export const faithfulnessCommand: Command = {
     methods: { value: true, help: `all, or a comma-separated list of ${ATTRIBUTION_METHODS.join(', ')}`, default: 'all' },
     count: { value: true, help: 'held-out images to score', default: 20 },
     steps: { value: true, help: 'points of each deletion and insertion curve (equal shares of the pixels)', default: CURVE_STEPS },
-    target: { value: true, help: 'class to explain: label (the true class) or predicted', default: 'label' },
+    target: { value: true, help: 'class to explain: label (the true class) or predicted (default: label when the images have labels, else predicted)' },
     layer: { value: true, help: "Grad-CAM's layer (default: the model's deepest rectified feature map)" },
     'ig-steps': { value: true, help: 'Integrated Gradients: points on the path', default: IG_DEFAULTS.steps },
     samples: { value: true, help: 'SmoothGrad: noisy copies', default: SMOOTHGRAD_DEFAULTS.samples },
@@ -45,7 +45,7 @@ export const faithfulnessCommand: Command = {
     const methods = methodList(o, 'methods');
     const count = o.int('count', 1);
     const steps = o.int('steps', 1);
-    const target = o.choice('target', ['label', 'predicted'] as const);
+    const given = o.has('target') ? o.choice('target', ['label', 'predicted'] as const) : undefined;
     const model = modelFrom(o);
     const methodOptions = { layer: layerOption(o, model), steps: o.int('ig-steps', 2), samples: o.int('samples', 1) };
     const ds = await validationSet(o);
@@ -54,6 +54,8 @@ export const faithfulnessCommand: Command = {
     const stream = batches(ds, { input: model.input, preprocess: model.preprocess, batchSize: 32, indices: Array.from({ length: n }, (_, i) => i) });
     for await (const b of stream) items.push(...itemsOf(b));
     if (items.length === 0) throw new Error(`${ds.name}: none of the first ${n} images could be read`);
+    const target = given ?? (ds.classes.length > 0 ? 'label' : 'predicted');
+    if (!given && target === 'predicted') notice(`faithfulness: ${ds.name} has no labels: explaining each image's predicted class`);
     notice(`faithfulness: ${items.length} images x ${methods.length} methods (${methods.join(', ')}), each attribution then ${2 * steps} scored copies (deletion and insertion curves of ${steps} points)`);
     const engine = new Engine(model);
     try {

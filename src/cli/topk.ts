@@ -15,6 +15,7 @@ import { DATA_OPTIONS, datasetFrom, MODEL_OPTIONS, layersOption, modelFrom, vali
 import { writeTopk } from '../report/topk.js';
 import { fileCheckpoint } from '../util/checkpoint.js';
 import { Progress } from './progress.js';
+import { Landmarks } from '../model/landmarks.js';
 import { UsageError, type Options, type Command } from './args.js';
 import { notice, say } from './notices.js';
 
@@ -40,7 +41,7 @@ export const topkCommand: Command = {
     ...DATA_OPTIONS,
     split: { value: true, help: 'train, val or test (default: val, or test where the data has no val, as the paper)' },
     limit: { value: true, help: 'scan only the first N images of the split' },
-    layers: { value: true, help: "comma-separated layers (default: the model's rectified feature maps, relu1..relu5 on ZFNet)" },
+    layers: { value: true, help: "comma-separated layers (default: five of the model's rectified feature maps, evenly spread over its depth: relu1..relu5 on ZFNet)" },
     k: { value: true, help: 'activations kept per feature map', default: 9 },
     'per-image': { value: true, help: 'positions one image may give a feature map; 1 is its maximum, the paper\'s choice', default: 1 },
     order: { value: true, help: 'feature order in the figures: index or max (strongest activation first)', default: 'index' },
@@ -76,6 +77,8 @@ export const topkCommand: Command = {
     const engine = new Engine(model);
     try {
       const layers = resolveTopkLayers(engine, requested);
+      const maps = new Landmarks(model, engine.infos).featureMaps().length;
+      if (!requested && maps > layers.length) notice(`topk: ${layers.length} of the model's ${maps} feature maps, evenly spread over its depth; --layers picks others (convscope inspect lists them)`);
       const { ds, split } = await scanSet(o);
       const indices = firstIndices(ds, limit);
       const total = indices?.length ?? ds.size;

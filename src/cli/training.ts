@@ -92,7 +92,7 @@ export const evolveCommand: Command = {
     snapshots: { value: true, help: 'folder of snapshots (.safetensors or .onnx of one architecture), e.g. OUT/snapshots of convscope train' },
     ...DATA_OPTIONS,
     count: { value: true, help: 'scan only the first N images of the training split (default all)' },
-    layers: { value: true, help: "layers to follow (default: the model's rectified feature maps, relu1..relu5 on ZFNet)" },
+    layers: { value: true, help: "layers to follow (default: five of the model's rectified feature maps, evenly spread over its depth: relu1..relu5 on ZFNet)" },
     features: { value: true, help: 'feature maps per layer, chosen at random', default: 8 },
     seed: { value: true, help: 'seed of the feature choice', default: 0 },
     out: { value: true, help: 'output folder', default: join('convscope-out', 'evolution') },

@@ -30,11 +30,27 @@ export class Landmarks {
     return this.infos.filter((i) => i.outShape.length === 3);
   }
 
-  /** The rectified feature maps: every ReLU with a map output; the conv layers if the model has no such ReLU. */
+  /**
+   * The rectified feature maps: every ReLU with a map output; in a model without one, every ReLU6 (a Clip from 0:
+   * MobileNetV2); else the conv layers.
+   */
   featureMaps(): string[] {
     const maps = this.maps();
     const relus = maps.filter((i) => i.layer.type === 'relu');
-    return (relus.length > 0 ? relus : maps.filter((i) => i.layer.type === 'conv2d')).map((i) => i.layer.name);
+    const relu6s = maps.filter((i) => i.layer.type === 'clip' && i.layer.min === 0);
+    const chosen = relus.length > 0 ? relus : relu6s.length > 0 ? relu6s : maps.filter((i) => i.layer.type === 'conv2d');
+    return chosen.map((i) => i.layer.name);
+  }
+
+  /**
+   * What top-k scans by default: at most `count` of the feature maps, evenly spread over depth, the first and the
+   * deepest included. ZFNet's are its five (the paper's layers 1-5); a MobileNetV2 has 35 and a ResNet-50 49, each
+   * a sweep of its own (every unit of every map projected k times).
+   */
+  spreadFeatureMaps(count = 5): string[] {
+    const maps = this.featureMaps();
+    if (maps.length <= count) return maps;
+    return [...new Set(Array.from({ length: count }, (_, i) => maps[Math.round((i * (maps.length - 1)) / (count - 1))]))];
   }
 
   /** The paper's layer 1: the rectified output of the first convolution. */
