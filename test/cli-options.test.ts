@@ -158,7 +158,7 @@ const READS: Record<string, Record<string, Read>> = {
     samples: int('samples', 1), noise: nonNegative('noise'), seed: int('seed'), batch: int('batch', 1),
   },
   faithfulness: {
-    ...MODEL_READS, methods: str('methods'), count: int('count', 1), steps: int('steps', 1), target: choice('target', ['label', 'predicted']),
+    ...MODEL_READS, methods: str('methods'), count: int('count', 1), steps: int('steps', 1),
     'ig-steps': int('ig-steps', 2), samples: int('samples', 1),
   },
   synthesize: {
