@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { projectUnits, ZF_SETTINGS } from '../src/analysis/project.js';
 import { scanTopk, type TopkResult } from '../src/analysis/topk.js';
 import type { TopkEntry } from '../src/analysis/topk-heaps.js';
-import { featureOrder, featureViews } from '../src/analysis/topk-views.js';
+import { featureOrder, featureViews, topkFigureViews } from '../src/analysis/topk-views.js';
 import { main } from '../src/cli/main.js';
 import { batches } from '../src/data/batches.js';
 import { openDataset, subset, type Dataset } from '../src/data/dataset.js';
@@ -169,6 +169,36 @@ describe('projections and patches', () => {
       if (layer !== 'relu5') assert.ok(Math.max(...engine.info(layer).rf.size) < 64);
     }
     assert.ok(clippedSeen > 0, 'no unit at the border: clipping went untested');
+  });
+});
+
+describe('compiled graphs', () => {
+  test('a layer whose pages are done frees its projection graphs; a release waits for a projection still running', async () => {
+    const own = new Engine(createZooModel('zfnet-small', { seed: 3, init: 'kaiming' }));
+    try {
+      const result = await scanTopk(own, ds, { layers: ['relu1', 'relu2'], k: 2, batchSize: BATCH });
+      const figure = topkFigureViews(own, ds, result, { perPage: 64 });
+      const projections = () => own.compiledGraphs().filter((k) => k.startsWith('project:'));
+      for (const layout of figure.layers) {
+        for await (const page of figure.pages(layout)) {
+          assert.ok(page.views.length > 0);
+          assert.equal(projections().length, 1, `while ${layout.topk.layer}'s pages are drawn, its projection graph is compiled`);
+        }
+        assert.deepEqual(projections(), [], `after ${layout.topk.layer}'s pages, none is held`);
+      }
+      // A release while a projection from the layer is running lets it finish; the next one compiles again.
+      const input = await inputOf(result.layers[0].features[0][0].image);
+      const unit = { feature: 0, y: result.layers[0].features[0][0].y, x: result.layers[0].features[0][0].x };
+      const [before] = await projectUnits(own, input, 'relu1', [unit], ZF_SETTINGS);
+      const running = projectUnits(own, input, 'relu1', [unit], ZF_SETTINGS);
+      await own.releaseProjections('relu1');
+      assert.deepEqual((await running)[0].projection, before.projection);
+      assert.deepEqual(projections(), []);
+      assert.deepEqual((await projectUnits(own, input, 'relu1', [unit], ZF_SETTINGS))[0].projection, before.projection);
+      assert.equal(projections().length, 1);
+    } finally {
+      await own.dispose();
+    }
   });
 });
 

@@ -273,6 +273,8 @@ export function topkFigureViews(engine: Engine, ds: Dataset, result: TopkResult,
           : {}),
       };
     }
+    // The layer is done: its projection graphs would otherwise stay compiled, layer after layer, to the end.
+    if (!options.project) await engine.releaseProjections(layout.topk.layer);
   }
   const input = engine.model.input as [number, number, number];
   return { result, settings, order, channels: input[0], input, synthesize: options.synthesize !== undefined, dataset: ds, layers, pages };

@@ -106,19 +106,32 @@ export function sessionOptions(threads: number, pinned = true): ort.InferenceSes
 
 // Set in Engine's static block, which may reach the private session cache: runEngineGraph gets at the cache without
 // the cache, or a way to run any graph, becoming part of Engine's API.
-let sessionOf: (engine: Engine, key: string, build: () => Uint8Array) => Promise<ort.InferenceSession>;
-let runOf: (engine: Engine, session: ort.InferenceSession, feeds: Record<string, ort.Tensor>) => Promise<Record<string, ort.Tensor>>;
+let runGraphOf: (engine: Engine, key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>) => Promise<Record<string, ort.Tensor>>;
+
+/** A compiled graph: its session, the runs that hold it, and whether it is to be freed once they end. */
+interface CompiledGraph {
+  session: Promise<ort.InferenceSession>;
+  running: number;
+  retired: boolean;
+}
+
+async function release(graph: CompiledGraph): Promise<void> {
+  try {
+    await (await graph.session).release();
+  } catch {
+    // a session that failed to compile has nothing to release
+  }
+}
 
 /** Runs a model's compiled graphs in onnxruntime, one cached session per graph kind and configuration. */
 export class Engine {
   readonly infos: LayerInfo[];
-  private sessions = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly graphs = new Map<string, CompiledGraph>();
   private readonly threads: number;
   private readonly gate: EngineGate | undefined;
 
   static {
-    sessionOf = (engine, key, build) => engine.session(key, build);
-    runOf = (engine, session, feeds) => engine.run(session, feeds);
+    runGraphOf = (engine, key, build, feeds) => engine.runGraph(key, build, feeds);
   }
 
   constructor(
@@ -131,31 +144,62 @@ export class Engine {
     this.gate = options.gate;
   }
 
-  /** Every session run goes through here, and through the gate when there is one. */
-  private async run(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
-    const leave = await this.gate?.enter();
-    try {
-      return await session.run(feeds);
-    } finally {
-      leave?.();
+  /**
+   * Compiles the graph under `key` once (the key names everything the graph bakes in) and runs it. Every session run
+   * goes through here, and through the gate when there is one. A run holds its graph from the call on, so a release
+   * can never free a session between its lookup and its run.
+   */
+  private async runGraph(key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    let graph = this.graphs.get(key);
+    if (!graph) {
+      const bytes = build();
+      // Should onnxruntime refuse the pinning option, run unpinned rather than not at all (a bad graph fails twice).
+      const session = ort.InferenceSession.create(bytes, sessionOptions(this.threads)).catch(() => ort.InferenceSession.create(bytes, sessionOptions(this.threads, false)));
+      const compiled: CompiledGraph = { session, running: 0, retired: false };
+      // A failed compile must not poison the cache for the next caller.
+      session.catch(() => this.graphs.get(key) === compiled && this.graphs.delete(key));
+      this.graphs.set(key, compiled);
+      graph = compiled;
     }
+    graph.running++;
+    try {
+      const session = await graph.session;
+      const leave = await this.gate?.enter();
+      try {
+        return await session.run(feeds);
+      } finally {
+        leave?.();
+      }
+    } finally {
+      graph.running--;
+      if (graph.retired && graph.running === 0) await release(graph);
+    }
+  }
+
+  /**
+   * Frees the compiled projection graphs from `layer`, for a sweep that is done with it (top-k, a layer after the
+   * other): each holds its weights and buffers (hundreds of MB on a large map) until freed. Runs still going finish
+   * first; a later projection from the layer compiles again.
+   */
+  async releaseProjections(layer: string): Promise<void> {
+    const { index } = findLayer(this.model, layer);
+    const now: Promise<void>[] = [];
+    for (const [key, graph] of this.graphs) {
+      if (!key.startsWith(`project:${index}:`)) continue;
+      this.graphs.delete(key);
+      graph.retired = true;
+      if (graph.running === 0) now.push(release(graph));
+    }
+    await Promise.all(now);
+  }
+
+  /** The keys of the graphs compiled and held now (what each costs in memory until released or disposed). */
+  compiledGraphs(): string[] {
+    return [...this.graphs.keys()];
   }
 
   info(layer: string): LayerInfo {
     return this.infos[findLayer(this.model, layer).index];
-  }
-
-  private session(key: string, build: () => Uint8Array): Promise<ort.InferenceSession> {
-    let s = this.sessions.get(key);
-    if (!s) {
-      const bytes = build();
-      // Should onnxruntime refuse the pinning option, run unpinned rather than not at all (a bad graph fails twice).
-      s = ort.InferenceSession.create(bytes, sessionOptions(this.threads)).catch(() => ort.InferenceSession.create(bytes, sessionOptions(this.threads, false)));
-      // A failed compile must not poison the cache for the next caller.
-      s.catch(() => this.sessions.delete(key));
-      this.sessions.set(key, s);
-    }
-    return s;
   }
 
   private checkInput(input: Tensor): number {
@@ -173,8 +217,7 @@ export class Engine {
     if (indices.length === 0) throw new Error('forward needs at least one layer');
     const withSwitches = options.switches === true;
     const key = `forward:${indices.join(',')}:${withSwitches}`;
-    const session = await this.session(key, () => buildForwardGraph(this.model, this.infos, indices, withSwitches));
-    const out = await this.run(session, { [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const out = await this.runGraph(key, () => buildForwardGraph(this.model, this.infos, indices, withSwitches), { [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
     const activations = new Map<string, Tensor>();
     for (const i of indices) {
       const name = this.model.layers[i].name;
@@ -202,8 +245,7 @@ export class Engine {
     if (indices.length === 0) throw new Error('topkScan needs at least one layer');
     const shapes = indices.map((i) => mapShape(this.infos[i].outShape));
     const per = shapes.map(([, h, w]) => Math.min(perImage, h * w));
-    const session = await this.session(`topk:${indices.join(',')}:${per.join(',')}`, () => buildTopkGraph(this.model, this.infos, indices, per));
-    const out = await this.run(session, { [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const out = await this.runGraph(`topk:${indices.join(',')}:${per.join(',')}`, () => buildTopkGraph(this.model, this.infos, indices, per), { [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
     const result = new Map<string, TopkCandidates>();
     indices.forEach((i, j) => {
       const name = this.model.layers[i].name;
@@ -231,8 +273,7 @@ export class Engine {
     }
     const atMax = seed.at === 'max';
     const key = `project:${index}:${settings.rule}:${settings.lrn}:${atMax}`;
-    const session = await this.session(key, () => buildProjectionGraph(this.model, this.infos, index, settings.rule, settings.lrn, atMax));
-    const out = await this.run(session, {
+    const out = await this.runGraph(key, () => buildProjectionGraph(this.model, this.infos, index, settings.rule, settings.lrn, atMax), {
       [INPUT]: new ort.Tensor('float32', input.data, input.shape),
       [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
       [SEED_BY_ACTIVATION]: new ort.Tensor('float32', Float32Array.of(seed.value === 'activation' ? 1 : 0), [1]),
@@ -264,8 +305,7 @@ export class Engine {
       throw new Error(`seed mask has shape [${seed.mask.shape}], layer ${seed.layer} outputs [${outShape}]`);
     }
     const key = `layer-gradient:${from}:${below}:${settings.rule}:${settings.lrn}`;
-    const session = await this.session(key, () => buildLayerGradientGraph(this.model, this.infos, from, below, settings.rule, settings.lrn));
-    const out = await this.run(session, {
+    const out = await this.runGraph(key, () => buildLayerGradientGraph(this.model, this.infos, from, below, settings.rule, settings.lrn), {
       [INPUT]: new ort.Tensor('float32', input.data, input.shape),
       [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
     });
@@ -306,8 +346,7 @@ export class Engine {
       const mask = dropoutMasks.get(layer.name) ?? { shape, data: new Float32Array(sizeOf(shape)).fill(1) };
       feeds[dropoutMaskName(layer.name)] = new ort.Tensor('float32', mask.data, shape);
     }
-    const session = await this.session('train-step', () => buildTrainStepGraph(this.model, this.infos));
-    const out = await this.run(session, feeds);
+    const out = await this.runGraph('train-step', () => buildTrainStepGraph(this.model, this.infos), feeds);
     const grads = new Map<string, Float32Array>();
     const statistics = new Map<string, Float32Array>();
     for (const key of weights.keys()) {
@@ -323,8 +362,7 @@ export class Engine {
   /** Class scores for a batch with the given weights (dropout off). */
   async evaluate(input: Tensor, weights: Map<string, Tensor>): Promise<Tensor> {
     this.checkInput(input);
-    const session = await this.session('eval', () => buildEvalGraph(this.model, this.infos));
-    const out = await this.run(session, { ...this.weightFeeds(weights), [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
+    const out = await this.runGraph('eval', () => buildEvalGraph(this.model, this.infos), { ...this.weightFeeds(weights), [INPUT]: new ort.Tensor('float32', input.data, input.shape) });
     const l = out[LOGITS];
     return { shape: [...l.dims], data: l.data as Float32Array };
   }
@@ -335,15 +373,9 @@ export class Engine {
   }
 
   async dispose(): Promise<void> {
-    const all = [...this.sessions.values()];
-    this.sessions.clear();
-    for (const s of all) {
-      try {
-        await (await s).release();
-      } catch {
-        // a session that failed to compile has nothing to release
-      }
-    }
+    const all = [...this.graphs.values()];
+    this.graphs.clear();
+    for (const graph of all) await release(graph);
   }
 }
 
@@ -353,6 +385,5 @@ export class Engine {
  * methods, which take and return plain tensors.
  */
 export async function runEngineGraph(engine: Engine, key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
-  const session = await sessionOf(engine, `custom:${key}`, build);
-  return runOf(engine, session, feeds);
+  return runGraphOf(engine, `custom:${key}`, build, feeds);
 }
