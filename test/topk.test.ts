@@ -200,6 +200,26 @@ describe('compiled graphs', () => {
       await own.dispose();
     }
   });
+
+  test('an engine that keeps the projection graphs of two layers frees the least recently projected one', async () => {
+    const own = new Engine(createZooModel('zfnet-small', { seed: 3, init: 'kaiming' }), { projectionLayers: 2 });
+    try {
+      const input = await inputOf(0);
+      const layersHeld = () => own.compiledGraphs().filter((k) => k.startsWith('project:')).map((k) => own.model.layers[Number(k.split(':')[1])].name).sort();
+      const project = async (layer: string) => (await projectUnits(own, input, layer, [{ feature: 1, y: 1, x: 1 }], ZF_SETTINGS))[0].projection;
+      const first = await project('relu1');
+      await project('relu2');
+      await project('relu1'); // relu1 is now the more recent
+      await project('relu3');
+      assert.deepEqual(layersHeld(), ['relu1', 'relu3'], 'relu2, the least recently projected, was freed');
+      assert.deepEqual(await project('relu1'), first, 'a kept layer projects as before');
+      await project('relu2');
+      assert.deepEqual(layersHeld(), ['relu1', 'relu2']);
+    } finally {
+      await own.dispose();
+    }
+    assert.throws(() => new Engine(createZooModel('zfnet-small'), { projectionLayers: 0 }), /projectionLayers must be at least 1/);
+  });
 });
 
 // ---------------------------------------------------------------- resume

@@ -16,6 +16,11 @@ export interface EngineOptions {
   threads?: number;
   /** What every session run passes through (the viewer lets interactive runs overtake background jobs with it). */
   gate?: EngineGate;
+  /**
+   * Layers whose projection graphs stay compiled: past this many, the least recently projected layer's graphs are
+   * freed (a viewer browsing a large model's layers would otherwise hold one per layer). Default: no limit.
+   */
+  projectionLayers?: number;
 }
 
 /** A lock around each session run: `enter` resolves when the run may start, with the function that ends it. */
@@ -129,6 +134,7 @@ export class Engine {
   private readonly graphs = new Map<string, CompiledGraph>();
   private readonly threads: number;
   private readonly gate: EngineGate | undefined;
+  private readonly projectionLayers: number;
 
   static {
     runGraphOf = (engine, key, build, feeds) => engine.runGraph(key, build, feeds);
@@ -142,6 +148,8 @@ export class Engine {
     this.infos = inferShapes(model);
     this.threads = options.threads ?? availableParallelism();
     this.gate = options.gate;
+    this.projectionLayers = options.projectionLayers ?? Infinity;
+    if (!(this.projectionLayers >= 1)) throw new Error(`projectionLayers must be at least 1, got ${options.projectionLayers}`);
   }
 
   /**
@@ -151,7 +159,11 @@ export class Engine {
    */
   private async runGraph(key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
     let graph = this.graphs.get(key);
-    if (!graph) {
+    if (graph) {
+      // Most recently used last: the map's order is what the projection limit evicts by.
+      this.graphs.delete(key);
+      this.graphs.set(key, graph);
+    } else {
       const bytes = build();
       // Should onnxruntime refuse the pinning option, run unpinned rather than not at all (a bad graph fails twice).
       const session = ort.InferenceSession.create(bytes, sessionOptions(this.threads)).catch(() => ort.InferenceSession.create(bytes, sessionOptions(this.threads, false)));
@@ -160,6 +172,7 @@ export class Engine {
       session.catch(() => this.graphs.get(key) === compiled && this.graphs.delete(key));
       this.graphs.set(key, compiled);
       graph = compiled;
+      if (key.startsWith('project:')) this.evictProjections();
     }
     graph.running++;
     try {
@@ -191,6 +204,14 @@ export class Engine {
       if (graph.running === 0) now.push(release(graph));
     }
     await Promise.all(now);
+  }
+
+  /** Frees the projection graphs of the least recently projected layers beyond the `projectionLayers` limit. */
+  private evictProjections(): void {
+    // Layers by their latest use, least recent first (the map is in order of use).
+    const keys = [...this.graphs.keys()].filter((k) => k.startsWith('project:')).reverse();
+    const layers = [...new Set(keys.map((k) => Number(k.split(':')[1])))].reverse();
+    for (const index of layers.slice(0, Math.max(0, layers.length - this.projectionLayers))) void this.releaseProjections(this.model.layers[index].name);
   }
 
   /** The keys of the graphs compiled and held now (what each costs in memory until released or disposed). */

@@ -68,6 +68,8 @@ export interface OcclusionJob {
 }
 
 const KEEP_JOBS = 16;
+/** Layers whose projection graphs the viewer keeps compiled (the most recently projected). */
+const VIEWER_PROJECTION_LAYERS = 4;
 /**
  * Occlusion jobs queued or running at once. Each takes seconds of engine time (in the background lane, which the
  * page's requests overtake between batches): a page posting jobs in a loop must not queue unbounded work.
@@ -92,7 +94,8 @@ export class Viewer {
   private readonly syntheticCache = new Map<string, Promise<{ image: RgbImage; value: number; source: 'topk' | 'live' }>>();
 
   constructor(private readonly options: ViewerOptions) {
-    this.engine = new Engine(options.model, { gate: this.lanes });
+    // A user browsing the layers of a large model would otherwise keep every layer's projection graph compiled.
+    this.engine = new Engine(options.model, { gate: this.lanes, projectionLayers: VIEWER_PROJECTION_LAYERS });
     if (options.topkDir) this.index = readTopkIndex(options.topkDir);
   }
 
