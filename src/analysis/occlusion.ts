@@ -143,6 +143,12 @@ export function occlusionGrid(size: Pair, window: number | Pair, stride: number 
   return { window: [wh, ww], stride: [sh, sw], ys, xs, boxes };
 }
 
+/** The occluder positions over a model's input: the given window and stride, else the documented defaults. */
+export function modelOcclusionGrid(input: [number, number, number], options: Pick<OcclusionOptions, 'window' | 'stride' | 'rows'> = {}): OcclusionGrid {
+  const defaults = defaultGeometry(input);
+  return occlusionGrid([input[1], input[2]], options.window ?? defaults.window, options.stride ?? defaults.stride, options.rows);
+}
+
 /** The occluder's value at every input position, in network units (after mean subtraction and division by std). */
 export function fillImage(model: Pick<Model, 'input' | 'preprocess'>, fill: Fill): Float32Array {
   const [c, h, w] = model.input;
@@ -260,8 +266,7 @@ export async function occlusionMaps(engine: Engine, input: Tensor, options: Occl
   const mode = options.mode ?? 'paper';
   if (mode !== 'paper' && mode !== 'attribution') throw new Error(`mode must be paper or attribution, got '${String(mode)}'`);
   if (mode === 'attribution' && options.rows) throw new Error('rows is for paper mode: an attribution needs every window');
-  const defaults = defaultGeometry(model.input);
-  const grid = occlusionGrid([model.input[1], model.input[2]], options.window ?? defaults.window, options.stride ?? defaults.stride, options.rows);
+  const grid = modelOcclusionGrid(model.input, options);
   const fill = options.fill ?? 'mean';
   const fillValues = fillImage(model, fill);
   if (options.batch !== undefined) checkBatch(options.batch);

@@ -14,7 +14,6 @@ import { Progress } from './progress.js';
 import type { Command } from './args.js';
 import { say } from './notices.js';
 
-const log = say;
 
 export const filtersCommand: Command = {
   summary: 'conv1 filters as an image grid; per conv layer: dead maps, high-frequency energy, sparsity (Fig. 6)',
@@ -77,7 +76,7 @@ export const compareArchCommand: Command = {
     const { train: trainSet, heldOut: valSet } = await trainAndHeldOut(o);
     const count = Math.min(o.has('count') ? o.int('count', 1) : valSet.size, valSet.size);
     const results = await compareArchitectures(trainSet, valSet, config, out, {
-      log, resume: o.flag('resume'), activityIndices: Array.from({ length: count }, (_, i) => i),
+      log: say, resume: o.flag('resume'), activityIndices: Array.from({ length: count }, (_, i) => i),
       onRun: (name, dir) => ({
         onProgress: new Progress(`training ${name}`, 0, 'batches').report,
         onEpoch: (_, history) => writeTrainingCurves(dir, `${name} on ${trainSet.name}`, history),

@@ -1,6 +1,6 @@
 // `convscope occlude --data D --score`: the localisation score over a dataset with object boxes.
 import { checkOutputDir } from '../util/fs.js';
-import { defaultGeometry, localisationItems, localisationScore, occlusionGrid } from '../analysis/occlusion.js';
+import { localisationItems, localisationScore, modelOcclusionGrid } from '../analysis/occlusion.js';
 import { Engine } from '../engine/engine.js';
 import { writeOutputs } from '../report/files.js';
 import { localisationFiles } from '../report/occlusion.js';
@@ -17,10 +17,9 @@ export async function runLocalisationScore(o: Options): Promise<void> {
   const model = modelFrom(o);
   const { ds: data, split } = await validationSplit(o);
   const count = Math.min(o.int('count', 1), data.size);
-  const geometry = defaultGeometry(model.input);
   const window = o.has('window') ? o.int('window', 1) : undefined;
   const stride = o.has('stride') ? o.int('stride', 1) : undefined;
-  const positions = occlusionGrid([model.input[1], model.input[2]], window ?? geometry.window, stride ?? geometry.stride).boxes.length;
+  const positions = modelOcclusionGrid(model.input, { window, stride }).boxes.length;
   notice(`score: ${count} images of ${data.name}, ${positions} occluder positions each (${count * positions} forward passes)`);
   if (o.has('queue')) {
     const r = await distributedScore({

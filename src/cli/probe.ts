@@ -38,9 +38,6 @@ function positiveInts(o: Options, key: string): number[] {
   return v;
 }
 
-const log = say;
-
-
 export const probeCommand: Command = {
   summary: 'transfer (paper Sec. 5): a linear softmax on frozen features of each layer, for N images per class; table and plot',
   options: {
@@ -79,7 +76,7 @@ export const probeCommand: Command = {
       l2: o.number('l2'),
       maxTest: o.has('max-test') ? o.int('max-test', 1) : undefined,
       batchSize: o.int('batch-size', 1),
-      log,
+      log: say,
     };
     if (!(options.l2 >= 0)) throw new UsageError(`--l2 must be >= 0, got ${options.l2}`);
     const fits = options.layers.length * options.perClass.length * options.splits * (o.flag('baseline') ? 2 : 1);
@@ -113,7 +110,7 @@ export const probeCommand: Command = {
     const { files, markdown } = await probeFiles(runs, `Linear probes: ${model.name} -> ${testSet.name}`);
     writeOutputs(out, files);
     const skipped = runs[0].result.skipped;
-    if (skipped.length) log(skippedSummary(skipped));
+    if (skipped.length) say(skippedSummary(skipped));
     process.stdout.write(`${markdown}\nwrote probe.md, probe.json and probe.png to ${out}/\n`);
   },
 };
@@ -152,7 +149,7 @@ export const ablateCommand: Command = {
       batchSize: o.int('batch-size', 1),
       seed: o.int('seed'),
     }, {
-      outDir: out, log,
+      outDir: out, log: say,
       onRun: (name, dir) => ({
         onProgress: new Progress(`retrain ${name}`, 0, 'batches').report,
         onEpoch: (_, history) => writeTrainingCurves(dir, `${name} on ${trainSet.name}`, history),

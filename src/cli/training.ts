@@ -70,15 +70,14 @@ export const trainCommand: Command = {
     const { train: trainSet, heldOut: valSet } = await trainAndHeldOut(o);
     const outDir = o.required('out');
     checkOutputDir(outDir);
-    const log = say;
     notice(`training ${model.name} on ${trainSet.name} (${trainSet.size} images, ${trainSet.classes.length} classes), validating on ${valSet.name}`);
     const result = await train(model, trainSet, valSet, config, {
-      outDir, snapshotDir: o.string('snapshots'), resume: o.flag('resume'), log,
+      outDir, snapshotDir: o.string('snapshots'), resume: o.flag('resume'), log: say,
       onProgress: new Progress('train', 0, 'batches').report,
       onEpoch: (_, history) => writeTrainingCurves(outDir, `${model.name} on ${trainSet.name}`, history),
     });
     const last = result.history[result.history.length - 1];
-    if (result.skipped.length) log(skippedSummary(result.skipped));
+    if (result.skipped.length) say(skippedSummary(result.skipped));
     process.stdout.write(
       `trained ${model.name}: validation accuracy ${last?.valAccuracy !== undefined ? (100 * last.valAccuracy).toFixed(1) + '%' : 'n/a'}; ` +
         `wrote ${join(outDir, 'model.safetensors')}, ${result.snapshots.length} snapshots, log.jsonl and curves.png\n`,

@@ -261,10 +261,10 @@ function rasterize(shape: Shape, cx: number, cy: number, r: number, S: number): 
       const dx = nearest(px, cx);
       if (dx * dx + dy * dy > far) continue;
       let ka = 0, kb = 0;
+      const col = (px - x0) * SUPERSAMPLE;
       for (let sy = 0; sy < SUPERSAMPLE; sy++) {
         const Y = py + offsets[sy] - cy;
         const cosY = cos * Y, sinY = sin * Y;
-        const col = (px - x0) * SUPERSAMPLE;
         for (let sx = 0; sx < SUPERSAMPLE; sx++) {
           const k = shape.test((cosX[col + sx] + sinY) / r, (cosY - sinX[col + sx]) / r);
           if (k === 1) ka++;

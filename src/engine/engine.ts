@@ -118,6 +118,8 @@ interface CompiledGraph {
   session: Promise<ort.InferenceSession>;
   running: number;
   retired: boolean;
+  /** For a projection graph, the index of the layer it projects from. */
+  projectsFrom?: number;
 }
 
 async function release(graph: CompiledGraph): Promise<void> {
@@ -157,7 +159,7 @@ export class Engine {
    * goes through here, and through the gate when there is one. A run holds its graph from the call on, so a release
    * can never free a session between its lookup and its run.
    */
-  private async runGraph(key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  private async runGraph(key: string, build: () => Uint8Array, feeds: Record<string, ort.Tensor>, projectsFrom?: number): Promise<Record<string, ort.Tensor>> {
     let graph = this.graphs.get(key);
     if (graph) {
       // Most recently used last: the map's order is what the projection limit evicts by.
@@ -167,12 +169,12 @@ export class Engine {
       const bytes = build();
       // Should onnxruntime refuse the pinning option, run unpinned rather than not at all (a bad graph fails twice).
       const session = ort.InferenceSession.create(bytes, sessionOptions(this.threads)).catch(() => ort.InferenceSession.create(bytes, sessionOptions(this.threads, false)));
-      const compiled: CompiledGraph = { session, running: 0, retired: false };
+      const compiled: CompiledGraph = { session, running: 0, retired: false, projectsFrom };
       // A failed compile must not poison the cache for the next caller.
       session.catch(() => this.graphs.get(key) === compiled && this.graphs.delete(key));
       this.graphs.set(key, compiled);
       graph = compiled;
-      if (key.startsWith('project:')) this.evictProjections();
+      if (projectsFrom !== undefined) this.evictProjections();
     }
     graph.running++;
     try {
@@ -195,10 +197,13 @@ export class Engine {
    * first; a later projection from the layer compiles again.
    */
   async releaseProjections(layer: string): Promise<void> {
-    const { index } = findLayer(this.model, layer);
+    await this.releaseProjectionsFrom(findLayer(this.model, layer).index);
+  }
+
+  private async releaseProjectionsFrom(index: number): Promise<void> {
     const now: Promise<void>[] = [];
     for (const [key, graph] of this.graphs) {
-      if (!key.startsWith(`project:${index}:`)) continue;
+      if (graph.projectsFrom !== index) continue;
       this.graphs.delete(key);
       graph.retired = true;
       if (graph.running === 0) now.push(release(graph));
@@ -209,9 +214,9 @@ export class Engine {
   /** Frees the projection graphs of the least recently projected layers beyond the `projectionLayers` limit. */
   private evictProjections(): void {
     // Layers by their latest use, least recent first (the map is in order of use).
-    const keys = [...this.graphs.keys()].filter((k) => k.startsWith('project:')).reverse();
-    const layers = [...new Set(keys.map((k) => Number(k.split(':')[1])))].reverse();
-    for (const index of layers.slice(0, Math.max(0, layers.length - this.projectionLayers))) void this.releaseProjections(this.model.layers[index].name);
+    const recentFirst = [...this.graphs.values()].reverse().flatMap((g) => (g.projectsFrom === undefined ? [] : [g.projectsFrom]));
+    const layers = [...new Set(recentFirst)].reverse();
+    for (const index of layers.slice(0, Math.max(0, layers.length - this.projectionLayers))) void this.releaseProjectionsFrom(index);
   }
 
   /** The keys of the graphs compiled and held now (what each costs in memory until released or disposed). */
@@ -298,7 +303,7 @@ export class Engine {
       [INPUT]: new ort.Tensor('float32', input.data, input.shape),
       [SEED_MASK]: new ort.Tensor('float32', seed.mask.data, seed.mask.shape),
       [SEED_BY_ACTIVATION]: new ort.Tensor('float32', Float32Array.of(seed.value === 'activation' ? 1 : 0), [1]),
-    });
+    }, index);
     const p = out[PROJECTION];
     const a = out[activationName(seed.layer)];
     return {
