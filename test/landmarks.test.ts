@@ -70,5 +70,6 @@ test('top-k scans five feature maps by default, evenly spread; a model without R
       { type: 'adaptiveavgpool2d', name: 'pool', output: [1, 1] }, { type: 'flatten', name: 'flat' }, { type: 'linear', name: 'fc', inFeatures: 4, outFeatures: 2, bias: true }],
   });
   assert.deepEqual(mobile.featureMaps(), ['a1', 'a2']);
+  assert.equal(mobile.firstConv(), 'a1', "layer 1 is the first conv's ReLU6");
   assert.equal(mobile.lastFeatureMap(), 'a2');
 });

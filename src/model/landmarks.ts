@@ -7,6 +7,11 @@ import { inferShapes, type LayerInfo } from './shapes.js';
 /** Ops that only reshape or (in inference) pass values through: looking past them finds the same features. */
 const PASS_THROUGH: ReadonlySet<Layer['type']> = new Set(['flatten', 'dropout']);
 
+/** ReLU, or a clip from 0 (ReLU6): what zeroes a map's negative values. */
+function isRectifier(layer: Layer): boolean {
+  return layer.type === 'relu' || (layer.type === 'clip' && layer.min === 0);
+}
+
 export class Landmarks {
   readonly infos: LayerInfo[];
   /** Per layer index, the indices of the layers that read it. */
@@ -18,11 +23,14 @@ export class Landmarks {
     this.infos.forEach((info) => info.inputs.forEach((p) => p !== IMAGE && this.readers[p].push(info.index)));
   }
 
-  /** The ReLU that rectifies a layer (its only reader), else the layer itself: the paper's layers are rectified maps. */
+  /**
+   * The ReLU (or ReLU6) that rectifies a layer (its only reader), else the layer itself: the paper's layers are
+   * rectified maps.
+   */
   rectified(index: number): string {
     const readers = this.readers[index];
     const only = readers.length === 1 ? this.infos[readers[0]].layer : undefined;
-    return only?.type === 'relu' ? only.name : this.infos[index].layer.name;
+    return only && isRectifier(only) ? only.name : this.infos[index].layer.name;
   }
 
   /** Layers with [C, H, W] output. */
@@ -37,7 +45,7 @@ export class Landmarks {
   featureMaps(): string[] {
     const maps = this.maps();
     const relus = maps.filter((i) => i.layer.type === 'relu');
-    const relu6s = maps.filter((i) => i.layer.type === 'clip' && i.layer.min === 0);
+    const relu6s = maps.filter((i) => i.layer.type === 'clip' && isRectifier(i.layer));
     const chosen = relus.length > 0 ? relus : relu6s.length > 0 ? relu6s : maps.filter((i) => i.layer.type === 'conv2d');
     return chosen.map((i) => i.layer.name);
   }
@@ -50,7 +58,8 @@ export class Landmarks {
   spreadFeatureMaps(count = 5): string[] {
     const maps = this.featureMaps();
     if (maps.length <= count) return maps;
-    return [...new Set(Array.from({ length: count }, (_, i) => maps[Math.round((i * (maps.length - 1)) / (count - 1))]))];
+    // More maps than picks: the steps exceed 1, so no two picks round to the same map.
+    return Array.from({ length: count }, (_, i) => maps[Math.round((i * (maps.length - 1)) / Math.max(1, count - 1))]);
   }
 
   /** The paper's layer 1: the rectified output of the first convolution. */
