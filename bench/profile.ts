@@ -62,7 +62,7 @@ const random = (length: number) => Float32Array.from({ length }, () => (state = 
 const feeds: Record<string, ort.Tensor> = { [INPUT]: new ort.Tensor('float32', random(n * sizeOf(model.input)), [n, ...model.input]) };
 let bytes: Uint8Array;
 if (args.graph === 'train') {
-  bytes = buildTrainStepGraph(model, infos);
+  bytes = buildTrainStepGraph(model, infos, false);
   for (const [key, t] of model.weights) feeds[key] = new ort.Tensor('float32', t.data, t.shape);
   const classes = infos[infos.length - 1].outShape[0];
   const onehot = new Float32Array(n * classes);

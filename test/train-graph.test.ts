@@ -1,6 +1,6 @@
 // The train step on graph models with BatchNorm in training mode, against PyTorch 1.13 (../shared/fixtures/graph/*:
 // model_bn.onnx keeps every BatchNormalization; train_batch_* is one batch of 8 in train mode): the loss, every
-// parameter's gradient, and the running statistics after the step (momentum 0.1, unbiased variance).
+// parameter's gradient, the input's, and the running statistics after the step (momentum 0.1, unbiased variance).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,9 +35,10 @@ for (const name of ['resnet_small', 'mobile_small', 'fire_small']) {
     const input = readNpy(file('train_batch_input.npy'));
     const labels = Int32Array.from(readNpy(file('train_batch_labels.npy')).data);
 
-    test('loss, every parameter gradient and the updated running statistics equal PyTorch', async () => {
+    test('loss, every parameter gradient, the input gradient and the updated running statistics equal PyTorch', async () => {
       const before = new Map([...model.weights].map(([k, t]) => [k, t.data.slice()]));
-      const step = await engine.trainStep(input, labels, model.weights);
+      const step = await engine.trainStep(input, labels, model.weights, { inputGradient: true });
+      assertClose(step.inputGradient!, readNpy(file('train_batch_grad_input.npy')), TOL, 'input');
       assert.ok(Math.abs(step.loss - readNpy(file('train_batch_loss.npy')).data[0]) <= TOL * Math.abs(step.loss), `loss ${step.loss}`);
       const gradFiles = readdirSync(dir).filter((f) => f.startsWith('train_batch_grad_') && f !== 'train_batch_grad_input.npy');
       const trained = trainedWeights(model.layers);

@@ -9,13 +9,14 @@ import { tensor, type Tensor } from '../src/tensor.js';
 import { Rng } from '../src/util/random.js';
 import { assertClose, fixture, fixtureNpy } from './helpers.js';
 
-test('loss and every weight gradient equal PyTorch (train_batch fixtures, eval mode)', async () => {
+test('loss, every weight gradient and the input gradient equal PyTorch (train_batch fixtures, eval mode)', async () => {
   const model = readSafetensorsModel(fixture('weights.safetensors'));
   const engine = new Engine(model);
   try {
     const input = fixtureNpy('train_batch_input.npy');
     const labels = Int32Array.from(fixtureNpy('train_batch_labels.npy').data);
-    const { loss, grads } = await engine.trainStep(input, labels, model.weights);
+    const { loss, grads, inputGradient } = await engine.trainStep(input, labels, model.weights, { inputGradient: true });
+    assertClose(inputGradient!, fixtureNpy('train_batch_grad_input.npy'), 1e-4, 'input');
     const refLoss = fixtureNpy('train_batch_loss.npy').data[0];
     assert.ok(Math.abs(loss - refLoss) <= 1e-4 * Math.abs(refLoss), `loss ${loss} vs ${refLoss}`);
     assert.equal(grads.size, model.weights.size);
@@ -42,7 +43,7 @@ function tinyModel(): Model {
   return { name: 'tiny', input: [1, 9, 8], layers, weights: initWeights(layers, 'kaiming', 5), preprocess: { mean: [0], std: [1] } };
 }
 
-test('weight gradients equal finite differences of the loss, with a dropout mask', async () => {
+test('weight gradients and the input gradient equal finite differences of the loss, with a dropout mask', async () => {
   const model = tinyModel();
   const engine = new Engine(model, { threads: 1 });
   const rng = new Rng(9);
@@ -52,22 +53,29 @@ test('weight gradients equal finite differences of the loss, with a dropout mask
   const mask: Tensor = tensor([3, 5]);
   mask.data.forEach((_, i, a) => (a[i] = rng.next() < 0.5 ? 0 : 2));
   const masks = new Map([['drop', mask]]);
+  /** Compares the directional derivative along a random direction with the central difference of `lossAlong`. */
+  const check = async (name: string, gradient: Float32Array, lossAlong: (v: Float32Array, step: number) => Promise<number>) => {
+    const v = Float32Array.from(gradient, () => rng.normal());
+    const h = 1e-3;
+    const numeric = ((await lossAlong(v, h)) - (await lossAlong(v, -h))) / (2 * h);
+    const analytic = gradient.reduce((a, g, i) => a + g * v[i], 0);
+    const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(numeric), Math.abs(analytic));
+    assert.ok(rel < 5e-3, `${name}: finite difference ${numeric} vs gradient ${analytic} (relative ${rel.toExponential(2)})`);
+  };
   try {
-    const { grads } = await engine.trainStep(input, labels, model.weights, masks);
+    const { grads, inputGradient } = await engine.trainStep(input, labels, model.weights, { dropoutMasks: masks, inputGradient: true });
     for (const [key, w] of model.weights) {
-      // Directional derivative of the loss along a random weight direction.
-      const v = Float32Array.from(w.data, () => rng.normal());
-      const h = 1e-3;
-      const lossAt = async (sign: number) => {
+      await check(key, grads.get(key)!, async (v, h) => {
         const shifted = new Map(model.weights);
-        shifted.set(key, { shape: w.shape, data: w.data.map((x, i) => x + sign * h * v[i]) });
-        return (await engine.trainStep(input, labels, shifted, masks)).loss;
-      };
-      const numeric = ((await lossAt(1)) - (await lossAt(-1))) / (2 * h);
-      const analytic = grads.get(key)!.reduce((a, g, i) => a + g * v[i], 0);
-      const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(numeric), Math.abs(analytic));
-      assert.ok(rel < 5e-3, `${key}: finite difference ${numeric} vs gradient ${analytic} (relative ${rel.toExponential(2)})`);
+        shifted.set(key, { shape: w.shape, data: w.data.map((x, i) => x + h * v[i]) });
+        return (await engine.trainStep(input, labels, shifted, { dropoutMasks: masks })).loss;
+      });
     }
+    assert.deepEqual(inputGradient!.shape, input.shape);
+    await check('input', inputGradient!.data, async (v, h) => {
+      const moved = { shape: input.shape, data: input.data.map((x, i) => x + h * v[i]) };
+      return (await engine.trainStep(moved, labels, model.weights, { dropoutMasks: masks })).loss;
+    });
   } finally {
     await engine.dispose();
   }

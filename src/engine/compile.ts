@@ -106,7 +106,7 @@ export function emitBackward(
       inputs: info.inputs.map(trace.tensorOf),
       output: trace.outputs[i],
       saved: trace.saved[i],
-      needs: info.inputs.map((p) => p !== IMAGE || !opts.weightGradients),
+      needs: info.inputs.map((p) => p !== IMAGE || !opts.weightGradients || opts.inputGradient === true),
       producers: info.inputs.map((p) => (p === IMAGE ? undefined : { layer: model.layers[p], consumers: consumers[p] })),
       gatedByPool,
       weightGrad: (key: string, g: string) => weightGrads.set(key, g),

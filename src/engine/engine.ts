@@ -7,7 +7,7 @@ import { sizeOf, type Tensor } from '../tensor.js';
 import { BACKWARD_RULES, LRN_MODES, type BackwardRule, type LrnBackward } from './compile.js';
 import {
   activationName, buildEvalGraph, buildForwardGraph, buildLayerGradientGraph, buildProjectionGraph, buildTrainStepGraph, dropoutMaskName, gradientName, statisticName,
-  INPUT, LABELS, LAYER_GRADIENT, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
+  INPUT, INPUT_GRADIENT, LABELS, LAYER_GRADIENT, layerOfSwitches, LOGITS, logitsLayer, LOSS, PROJECTION, SEED_BY_ACTIVATION, SEED_MASK,
 } from './graphs.js';
 import { buildTopkGraph, mapShape, topkPositionsName, topkValuesName } from './topk-graph.js';
 
@@ -72,6 +72,15 @@ export interface TrainStepResult {
   grads: Map<string, Float32Array>;
   /** The running statistics after this batch (batch norm in training mode, as PyTorch updates them), by key. */
   statistics: Map<string, Float32Array>;
+  /** dLoss/dInput, [N, C, H, W], when the step was asked for it. */
+  inputGradient?: Tensor;
+}
+
+export interface TrainStepOptions {
+  /** Dropout masks by dropout layer name, [N, ...], already scaled by 1/(1-p); a layer without one drops nothing. */
+  dropoutMasks?: Map<string, Tensor>;
+  /** Also return dLoss/dInput (adversarial examples, input-space checks); costs the first layer's input gradient. */
+  inputGradient?: boolean;
 }
 
 /**
@@ -349,11 +358,10 @@ export class Engine {
     return feeds;
   }
 
-  /**
-   * Loss, logits and every weight gradient for a batch, with the given weights (not the model's: the trainer owns
-   * them) and dropout masks (by dropout layer name, [N, ...], already scaled by 1/(1-p); omitted = no dropout).
-   */
-  async trainStep(input: Tensor, labels: Int32Array, weights: Map<string, Tensor>, dropoutMasks: Map<string, Tensor> = new Map()): Promise<TrainStepResult> {
+  /** Loss, logits and every weight gradient for a batch, with the given weights (not the model's: the trainer owns them). */
+  async trainStep(input: Tensor, labels: Int32Array, weights: Map<string, Tensor>, options: TrainStepOptions = {}): Promise<TrainStepResult> {
+    const dropoutMasks = options.dropoutMasks ?? new Map<string, Tensor>();
+    const inputGradient = options.inputGradient ?? false;
     const n = this.checkInput(input);
     if (labels.length !== n) throw new Error(`${labels.length} labels for a batch of ${n}`);
     const top = logitsLayer(this.model);
@@ -372,7 +380,7 @@ export class Engine {
       const mask = dropoutMasks.get(layer.name) ?? { shape, data: new Float32Array(sizeOf(shape)).fill(1) };
       feeds[dropoutMaskName(layer.name)] = new ort.Tensor('float32', mask.data, shape);
     }
-    const out = await this.runGraph('train-step', () => buildTrainStepGraph(this.model, this.infos), feeds);
+    const out = await this.runGraph(`train-step:${inputGradient}`, () => buildTrainStepGraph(this.model, this.infos, inputGradient), feeds);
     const grads = new Map<string, Float32Array>();
     const statistics = new Map<string, Float32Array>();
     for (const key of weights.keys()) {
@@ -382,7 +390,10 @@ export class Engine {
       if (s) statistics.set(key, s.data as Float32Array);
     }
     const l = out[LOGITS];
-    return { loss: (out[LOSS].data as Float32Array)[0], logits: { shape: [...l.dims], data: l.data as Float32Array }, grads, statistics };
+    const result: TrainStepResult = { loss: (out[LOSS].data as Float32Array)[0], logits: { shape: [...l.dims], data: l.data as Float32Array }, grads, statistics };
+    const g = out[INPUT_GRADIENT];
+    if (inputGradient) result.inputGradient = { shape: [...g.dims], data: g.data as Float32Array };
+    return result;
   }
 
   /** Class scores for a batch with the given weights (dropout off). */

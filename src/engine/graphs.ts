@@ -95,6 +95,7 @@ export function buildLayerGradientGraph(model: Model, infos: LayerInfo[], from: 
 export const LABELS = 'labels_onehot';
 export const LOSS = 'loss';
 export const LOGITS = 'logits';
+export const INPUT_GRADIENT = 'input_gradient';
 export const gradientName = (key: string) => `grad__${key}`;
 /** The train step's updated value of a running statistic (batch norm in training). */
 export const statisticName = (key: string) => `stat__${key}`;
@@ -121,9 +122,10 @@ export function logitsLayer(model: Model): number {
 
 /**
  * One SGD step's worth of compute: forward with dropout masks, mean softmax cross-entropy, backward with the
- * gradient rule, and the gradient of every weight. Weights are inputs, so one session serves the whole run.
+ * gradient rule, and the gradient of every weight (and of the input, with `inputGradient`). Weights are inputs, so
+ * one session serves the whole run.
  */
-export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Array {
+export function buildTrainStepGraph(model: Model, infos: LayerInfo[], inputGradient: boolean): Uint8Array {
   const b = new GraphBuilder();
   const input = b.input(INPUT, ['N', ...model.input]);
   const weights = inputWeights(b, model);
@@ -137,7 +139,12 @@ export function buildTrainStepGraph(model: Model, infos: LayerInfo[]): Uint8Arra
   b.op1('Neg', [b.op1('ReduceMean', [perItem], { keepdims: 0 })], {}, LOSS);
   const n = b.op1('Cast', [b.op1('Gather', [b.op1('Shape', [logits]), b.int64s([0], [])], { axis: 0 })], { to: 1 });
   const seed = b.op1('Div', [b.op1('Sub', [b.op1('Exp', [logp]), onehot]), n]);
-  const { weightGrads } = emitBackward(b, model, infos, trace, top, seed, weights, { rule: 'gradient', lrn: 'gradient', weightGradients: true, gemmSmallConvs: true });
+  const backward = emitBackward(b, model, infos, trace, top, seed, weights, { rule: 'gradient', lrn: 'gradient', weightGradients: true, inputGradient, gemmSmallConvs: true });
+  const { weightGrads } = backward;
+  if (inputGradient) {
+    b.op1('Identity', [backward.input!], {}, INPUT_GRADIENT);
+    b.output(INPUT_GRADIENT, ['N', ...model.input]);
+  }
   b.op1('Identity', [logits], {}, LOGITS);
   b.output(LOSS, []);
   b.output(LOGITS, ['N', classes]);

@@ -291,7 +291,7 @@ export async function train(model: Model, trainSet: Dataset, valSet: Dataset | u
       });
       for await (const b of stream) {
         const masks = config.dropout ? dropoutMasks(model, b.labels.length, mixSeed(config.seed, epoch, b.batch, 2)) : new Map();
-        const step = await engine.trainStep(b.input, b.labels, model.weights, masks);
+        const step = await engine.trainStep(b.input, b.labels, model.weights, { dropoutMasks: masks });
         if (!Number.isFinite(step.loss)) throw new Error(`training diverged: loss ${step.loss} at epoch ${epoch}, batch ${b.batch}; lower --lr`);
         sgd.step(model.weights, step.grads, { lr, momentum: config.momentum, weightDecay: config.weightDecay });
         for (const [key, v] of step.statistics) model.weights.get(key)!.data.set(v);

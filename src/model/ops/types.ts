@@ -70,6 +70,8 @@ export interface BackwardOptions {
   lrn: LrnBackward;
   /** Emit dLoss/dWeight for every parameter (train step). */
   weightGradients: boolean;
+  /** With weightGradients, also carry the gradient down to the image (a train step skips it unless asked). */
+  inputGradient?: boolean;
   /** As ForwardOptions.gemmSmallConvs, for the input-gradient convolutions. */
   gemmSmallConvs?: boolean;
 }
