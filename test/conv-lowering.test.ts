@@ -18,6 +18,11 @@ const GEOMETRIES: Geometry[] = [
   { c: 4, o: 3, h: 6, w: 6, k: [1, 1], s: [1, 1], p: [0, 0] },
   { c: 2, o: 2, h: 12, w: 12, k: [7, 7], s: [2, 2], p: [3, 3] },
   { c: 1, o: 3, h: 5, w: 6, k: [3, 3], s: [1, 2], p: [2, 1] },
+  // ResNet's downsampling: a 3x3 stride-2 conv (phase kernels 2x2, 2x1, 1x2, 1x1) and a 1x1 stride-2 (three phases zero).
+  { c: 3, o: 4, h: 9, w: 8, k: [3, 3], s: [2, 2], p: [1, 1] },
+  { c: 3, o: 4, h: 8, w: 9, k: [1, 1], s: [2, 2], p: [0, 0] },
+  // Padding beyond k-1 at stride 1: the gradient's border rows are cut from a wider correlation.
+  { c: 2, o: 3, h: 5, w: 6, k: [2, 1], s: [1, 1], p: [2, 1] },
 ];
 
 function outSize(n: number, k: number, s: number, p: number): number {

@@ -65,73 +65,42 @@ export function groupedConvWeightGradient(b: GraphBuilder, layer: Conv2d, info: 
 }
 
 /**
- * [N, C*s0*s1, Q0, Q1] with channel c*s0*s1 + ry*s1 + rx holding phase (ry, rx) -> [N, C, Q0*s0, Q1*s1] with that
- * phase at rows q*s0 + ry, columns q*s1 + rx. Square strides use DepthToSpace (CRD order), about half the time of the
- * general reshape-transpose-reshape (zfnet-small conv2 input gradient: 1.17 -> 0.64 ms).
- */
-function interleavePhases(b: GraphBuilder, phases: string, channels: number, stride: Pair, q: Pair): string {
-  const [s0, s1] = stride;
-  if (s0 * s1 === 1) return phases;
-  if (s0 === s1) return b.op1('DepthToSpace', [phases], { blocksize: s0, mode: 'CRD' });
-  const split = b.op1('Reshape', [phases, b.int64s([-1, channels, s0, s1, q[0], q[1]])]);
-  const moved = b.op1('Transpose', [split], { perm: [0, 1, 4, 2, 5, 3] });
-  return b.op1('Reshape', [moved, b.int64s([-1, channels, q[0] * s0, q[1] * s1])]);
-}
-
-/**
- * The input gradient of a convolution, dx = ConvTranspose(g, W), computed as one ordinary Conv plus an interleave:
- * onnxruntime's Conv is an order of magnitude faster than its ConvTranspose on CPU. Output row Y + pad = q*s + r
- * (phase r) sums taps a = r + j*s of W against g[q - j], so each phase is a correlation with the flipped sub-kernel
- * W[r + (J-1-t)*s], t < J = ceil(k/s); the s0*s1 phases are stacked as output channels, interleaved, and the padding
- * is sliced off. The phase kernel is gathered from W inside the graph, so the same code serves initializer weights
- * (constant-folded) and weights fed per call (training). With `gemm`, a small phase map runs as a GEMM (convolve).
+ * The input gradient of a convolution, dx = ConvTranspose(g, W), lowered by stride (onnxruntime's ConvTranspose is
+ * slower than both; bench/tooling/input-gradient.ts measures the choices on ResNet and ZFNet shapes):
+ * - stride 1: one Conv of g with the flipped, transposed kernel, the forward's cost;
+ * - strided: columns = W^T g as one MatMul, summed into the image by Col2Im. The batch-16 gradients of ResNet-18's
+ *   stride-2 convs took 0.4-0.7x the time of the phase-split Conv used before (its kernels padded to ceil(k/s) taps
+ *   computed 16 taps of a 3x3 kernel's 9 and 4 of a 1x1's 1), and the 7x7 first layers 0.8-0.9x.
+ * The kernel is rearranged inside the graph, so the same code serves initializer weights (constant-folded) and
+ * weights fed per call (training). With `gemm`, a small stride-1 map runs as a GEMM (convolve).
  */
 export function convInputGradient(b: GraphBuilder, g: string, weight: string, layer: Conv2d, info: LayerInfo, gemm: boolean): string {
   const { inShape, outShape } = info;
-  const [s0, s1] = layer.stride;
   const [k0, k1] = layer.kernel;
-  const j0 = Math.ceil(k0 / s0);
-  const j1 = Math.ceil(k1 / s1);
+  const [p0, p1] = layer.padding;
+  const [cIn, h, w] = inShape;
   const cOut = layer.outChannels;
-  const cIn = layer.inChannels;
-  // index into [W flattened, 0]: the phase kernel K[c*s0*s1 + ry*s1 + rx, o, ty, tx] = W[o, c, ry + (j0-1-ty)*s0, rx + (j1-1-tx)*s1]
-  const zero = cOut * cIn * k0 * k1;
+  if (!unitStride(layer)) {
+    const transposed = b.op1('Transpose', [b.op1('Reshape', [weight, b.int64s([cOut, -1])])], { perm: [1, 0] });
+    const cols = b.op1('MatMul', [transposed, b.op1('Reshape', [g, b.int64s([0, cOut, -1])])]);
+    return b.op1('Col2Im', [cols, b.int64s([h, w]), b.int64s([k0, k1])], { strides: layer.stride, pads: symmetricPads(layer.padding) });
+  }
+  // K[c, o, a, b] = W[o, c, k0-1-a, k1-1-b]
   const index: number[] = [];
   for (let c = 0; c < cIn; c++) {
-    for (let ry = 0; ry < s0; ry++) {
-      for (let rx = 0; rx < s1; rx++) {
-        for (let o = 0; o < cOut; o++) {
-          for (let ty = 0; ty < j0; ty++) {
-            for (let tx = 0; tx < j1; tx++) {
-              const a = ry + (j0 - 1 - ty) * s0;
-              const bb = rx + (j1 - 1 - tx) * s1;
-              index.push(a < k0 && bb < k1 ? ((o * cIn + c) * k0 + a) * k1 + bb : zero);
-            }
-          }
-        }
-      }
+    for (let o = 0; o < cOut; o++) {
+      for (let a = 0; a < k0; a++) for (let bb = 0; bb < k1; bb++) index.push(((o * cIn + c) * k0 + k0 - 1 - a) * k1 + k1 - 1 - bb);
     }
   }
-  const padded = b.op1('Concat', [b.op1('Reshape', [weight, b.int64s([-1])]), b.floats([0])], { axis: 0 });
-  const kernel = b.op1('Reshape', [b.op1('Gather', [padded, b.int64s(index, [index.length])], { axis: 0 }), b.int64s([cIn * s0 * s1, cOut, j0, j1])]);
-  const [, h, w] = inShape;
-  const [, oh, ow] = outShape;
-  const [p0, p1] = layer.padding;
-  // Only the phase rows q that reach rows pad .. pad+size-1 of the interleaved signal are computed.
-  const qStart0 = Math.min(Math.floor(p0 / s0), j0 - 1);
-  const qStart1 = Math.min(Math.floor(p1 / s1), j1 - 1);
-  const qEnd0 = Math.ceil((h + p0) / s0);
-  const qEnd1 = Math.ceil((w + p1) / s1);
-  const q0 = qEnd0 - qStart0;
-  const q1 = qEnd1 - qStart1;
-  const pads: Pads = [j0 - 1 - qStart0, j1 - 1 - qStart1, Math.max(0, qEnd0 - oh), Math.max(0, qEnd1 - ow)];
-  const phaseShape = [cIn * s0 * s1, Math.max(oh, qEnd0) - qStart0, Math.max(ow, qEnd1) - qStart1];
-  let { out: phases } = convolve(b, g, kernel, undefined, { kernel: [j0, j1], stride: [1, 1], pads, inShape: outShape, outShape: phaseShape }, gemm);
-  if (phaseShape[1] > q0 || phaseShape[2] > q1) phases = b.op1('Slice', [phases, b.int64s([0, 0]), b.int64s([q0, q1]), b.int64s([2, 3])]);
-  const full = interleavePhases(b, phases, cIn, layer.stride, [q0, q1]);
-  const top = p0 - qStart0 * s0;
-  const left = p1 - qStart1 * s1;
-  return b.op1('Slice', [full, b.int64s([top, left]), b.int64s([top + h, left + w]), b.int64s([2, 3])]);
+  const flat = b.op1('Reshape', [weight, b.int64s([-1])]);
+  const kernel = b.op1('Reshape', [b.op1('Gather', [flat, b.int64s(index, [index.length])], { axis: 0 }), b.int64s([cIn, cOut, k0, k1])]);
+  // Padding k-1-p on each side gives exactly the input size; padding beyond k-1 (rare) is sliced off instead.
+  const pad: Pair = [Math.max(0, k0 - 1 - p0), Math.max(0, k1 - 1 - p1)];
+  const cut: Pair = [Math.max(0, p0 - (k0 - 1)), Math.max(0, p1 - (k1 - 1))];
+  const full = [cIn, h + 2 * cut[0], w + 2 * cut[1]];
+  const { out } = convolve(b, g, kernel, undefined, { kernel: layer.kernel, stride: [1, 1], pads: symmetricPads(pad), inShape: outShape, outShape: full }, gemm);
+  if (cut[0] === 0 && cut[1] === 0) return out;
+  return b.op1('Slice', [out, b.int64s(cut), b.int64s([cut[0] + h, cut[1] + w]), b.int64s([2, 3])]);
 }
 
 /**
