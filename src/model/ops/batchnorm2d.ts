@@ -37,9 +37,8 @@ export const batchnorm2d: OpDef<BatchNorm> = {
     const xc = b.op1('Sub', [x, mean]);
     const variance = b.op1('ReduceMean', [b.op1('Mul', [xc, xc]), axes], { keepdims: 1 });
     const inv = b.op1('Reciprocal', [b.op1('Sqrt', [b.op1('Add', [variance, b.floats([l.eps], [])])])]);
-    const xhat = b.op1('Mul', [xc, inv]);
     const gamma = b.op1('Reshape', [p('weight'), perChannel]);
-    saved.batchNorm = { xhat, inv, gamma };
+    saved.batchNorm = { centred: xc, inv, gamma };
     const m = l.momentum ?? DEFAULT_MOMENTUM;
     const flat = b.int64s([l.channels]);
     const count = b.op1('Div', [b.op1('Cast', [b.op1('Size', [x])], { to: 1 }), b.floats([l.channels], [])]);
@@ -49,21 +48,29 @@ export const batchnorm2d: OpDef<BatchNorm> = {
       [`${l.name}.running_mean`, update(p('running_mean'), b.op1('Reshape', [mean, flat]))],
       [`${l.name}.running_var`, update(p('running_var'), unbiased)],
     ];
-    return b.op1('Add', [b.op1('Mul', [xhat, gamma]), b.op1('Reshape', [p('bias'), perChannel])], {}, out);
+    // y = xc (inv gamma) + beta: the normalised map xhat itself is never stored (the backward works from xc).
+    return b.op1('Add', [b.op1('Mul', [xc, b.op1('Mul', [inv, gamma])]), b.op1('Reshape', [p('bias'), perChannel])], {}, out);
   },
   backward({ b, opts, saved, weights, weightGrad }, l, g) {
     if (saved.batchNorm) {
-      // Through the batch statistics: dx = inv (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = gamma g.
-      const { xhat, inv, gamma } = saved.batchNorm;
+      // Through the batch statistics: dx = inv gamma (g - mean(g) - xhat mean(g xhat)) with xhat = xc inv, and sum(g),
+      // sum(g xhat) are the bias and weight gradients: dx = k1 g + k2 xc + k3 with per-channel k1 = inv gamma,
+      // k2 = -k1 inv dgamma / M, k3 = -k1 dbias / M over M = N H W. Four passes over the map where the textbook chain
+      // through dxhat took eight.
+      const { centred, inv, gamma } = saved.batchNorm;
       const axes = b.int64s([0, 2, 3]);
+      const dgamma = b.op1('Mul', [b.op1('ReduceSum', [b.op1('Mul', [g, centred]), axes], { keepdims: 1 }), inv]);
+      const dbias = b.op1('ReduceSum', [g, axes], { keepdims: 1 });
       if (opts.weightGradients) {
-        weightGrad(`${l.name}.weight`, b.op1('ReduceSum', [b.op1('Mul', [g, xhat]), axes], { keepdims: 0 }));
-        weightGrad(`${l.name}.bias`, b.op1('ReduceSum', [g, axes], { keepdims: 0 }));
+        const flat = b.int64s([l.channels]);
+        weightGrad(`${l.name}.weight`, b.op1('Reshape', [dgamma, flat]));
+        weightGrad(`${l.name}.bias`, b.op1('Reshape', [dbias, flat]));
       }
-      const dxhat = b.op1('Mul', [g, gamma]);
-      const centred = b.op1('Sub', [dxhat, b.op1('ReduceMean', [dxhat, axes], { keepdims: 1 })]);
-      const projected = b.op1('Mul', [xhat, b.op1('ReduceMean', [b.op1('Mul', [dxhat, xhat]), axes], { keepdims: 1 })]);
-      return [b.op1('Mul', [inv, b.op1('Sub', [centred, projected])])];
+      const k1 = b.op1('Mul', [inv, gamma]);
+      const perValue = b.op1('Div', [k1, b.op1('Cast', [b.op1('Div', [b.op1('Size', [g]), b.int64s([l.channels], [])])], { to: 1 })]);
+      const k2 = b.op1('Neg', [b.op1('Mul', [b.op1('Mul', [perValue, dgamma]), inv])]);
+      const k3 = b.op1('Neg', [b.op1('Mul', [perValue, dbias])]);
+      return [b.op1('Add', [b.op1('Add', [b.op1('Mul', [g, k1]), b.op1('Mul', [centred, k2])]), k3])];
     }
     // Inference: a per-channel scale, baked from the weights (projection graphs hold the weights as constants).
     const gamma = weights.get(`${l.name}.weight`)!.data;
