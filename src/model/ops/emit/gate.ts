@@ -1,7 +1,9 @@
 import type { GraphBuilder } from '../../../onnx/builder.js';
-import { DataType } from '../../../onnx/proto.js';
 
-/** 1 where t > 0, else 0, as floats: the gate of a ReLU read from its output. */
+/**
+ * 1 where t > 0, else 0, as floats, for a non-negative t (a ReLU's output, or a max pool of one): the gate of a ReLU
+ * read from its output. Sign is one pass where Greater + Cast took two.
+ */
 export function positiveMask(b: GraphBuilder, t: string): string {
-  return b.op1('Cast', [b.op1('Greater', [t, b.floats([0], [])])], { to: DataType.FLOAT });
+  return b.op1('Sign', [t]);
 }
