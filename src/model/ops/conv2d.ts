@@ -9,7 +9,7 @@ type Conv2d = Extract<Layer, { type: 'conv2d' }>;
 
 /**
  * Grouped (depthwise) and dilated convolutions run as onnxruntime's Conv and ConvTranspose with their attributes; the
- * lowerings tuned for plain convolutions (GEMM, phase-split input gradient) assume neither.
+ * lowerings tuned for plain convolutions (GEMM, flipped-kernel input gradient) assume neither.
  */
 const plain = (l: Conv2d) => (l.groups ?? 1) === 1 && (l.dilation ?? [1, 1]).every((d) => d === 1);
 const extent = (l: Conv2d) => dilatedKernel(l.kernel, l.dilation ?? [1, 1]);

@@ -1,5 +1,6 @@
 // Convolution lowerings shared by conv2d's forward and backward: im2col + GEMM for small maps, the input gradient as
-// a phase-split Conv, the weight gradient as a GEMM or a dilated Conv. Each was chosen by measurement (see the notes).
+// a flipped Conv or a ConvTranspose, the weight gradient as a GEMM or a dilated Conv. Each was chosen by measurement
+// (see the notes).
 import type { GraphBuilder } from '../../../onnx/builder.js';
 import type { Layer, Pair } from '../../layers.js';
 import type { LayerInfo } from '../../shapes.js';
@@ -65,26 +66,22 @@ export function groupedConvWeightGradient(b: GraphBuilder, layer: Conv2d, info: 
 }
 
 /**
- * The input gradient of a convolution, dx = ConvTranspose(g, W), lowered by stride (onnxruntime's ConvTranspose is
- * slower than both; bench/tooling/input-gradient.ts measures the choices on ResNet and ZFNet shapes):
- * - stride 1: one Conv of g with the flipped, transposed kernel, the forward's cost;
- * - strided: columns = W^T g as one MatMul, summed into the image by Col2Im. The batch-16 gradients of ResNet-18's
- *   stride-2 convs took 0.4-0.7x the time of the phase-split Conv used before (its kernels padded to ceil(k/s) taps
- *   computed 16 taps of a 3x3 kernel's 9 and 4 of a 1x1's 1), and the 7x7 first layers 0.8-0.9x.
- * The kernel is rearranged inside the graph, so the same code serves initializer weights (constant-folded) and
+ * The input gradient of a convolution, dx = ConvTranspose(g, W), lowered by stride as measured by
+ * `node --import tsx bench/tooling/input-gradient.ts` (batch 16, ZFNet's and ResNet-18's shapes):
+ * - stride 1: one Conv of g with the flipped, transposed kernel, the forward's cost (ConvTranspose took 1.4-2.5x);
+ * - strided: onnxruntime's ConvTranspose, a GEMM and a col2im per image (as fast as MatMul + Col2Im, and 0.8-0.9x
+ *   of it on ZFNet's conv1 and conv2). The phase-split Conv used before padded each phase kernel to ceil(k/s) taps,
+ *   16 for a 3x3 kernel's 9 and 4 for a 1x1's 1: ResNet-18's batch-16 gradient pass fell from 900 to 776 ms.
+ * The flipped kernel is gathered inside the graph, so the same code serves initializer weights (constant-folded) and
  * weights fed per call (training). With `gemm`, a small stride-1 map runs as a GEMM (convolve).
  */
 export function convInputGradient(b: GraphBuilder, g: string, weight: string, layer: Conv2d, info: LayerInfo, gemm: boolean): string {
   const { inShape, outShape } = info;
+  if (!unitStride(layer)) return transposedWindowOp(b, g, weight, layer.kernel, layer.stride, layer.padding, inShape, outShape, 1);
   const [k0, k1] = layer.kernel;
   const [p0, p1] = layer.padding;
   const [cIn, h, w] = inShape;
   const cOut = layer.outChannels;
-  if (!unitStride(layer)) {
-    const transposed = b.op1('Transpose', [b.op1('Reshape', [weight, b.int64s([cOut, -1])])], { perm: [1, 0] });
-    const cols = b.op1('MatMul', [transposed, b.op1('Reshape', [g, b.int64s([0, cOut, -1])])]);
-    return b.op1('Col2Im', [cols, b.int64s([h, w]), b.int64s([k0, k1])], { strides: layer.stride, pads: symmetricPads(layer.padding) });
-  }
   // K[c, o, a, b] = W[o, c, k0-1-a, k1-1-b]
   const index: number[] = [];
   for (let c = 0; c < cIn; c++) {
