@@ -188,8 +188,8 @@ async function evaluator(engine: Engine, input: Tensor, grid: OcclusionGrid, fil
   if (mode !== false) {
     const plan = planIncremental(engine.infos, grid.boxes, { fullFraction: options.fullFraction });
     if (mode === true || plan.flops.full >= MIN_INCREMENTAL_SAVING * plan.flops.incremental) {
-      const runner = await IncrementalRunner.create(engine, input, plan, layers);
-      return { evaluate: (positions) => runner.run(positions, fill), incrementalFlops: plan.flops.incremental, batch: options.batch ?? INCREMENTAL_BATCH };
+      const runner = await IncrementalRunner.create(engine, input, plan, layers, fill);
+      return { evaluate: (positions) => runner.run(positions), incrementalFlops: plan.flops.incremental, batch: options.batch ?? INCREMENTAL_BATCH };
     }
   }
   const shape = engine.model.input;

@@ -11,6 +11,7 @@ import { opOf } from '../model/ops/index.js';
 import type { BoxWindow as Window } from '../model/ops/types.js';
 import type { LayerInfo } from '../model/shapes.js';
 import { sizeOf, type Tensor } from '../tensor.js';
+import { DataType } from '../onnx/proto.js';
 import { rectHeight, rectWidth, type Rect } from '../util/rect.js';
 import { activationName, emitForward } from './compile.js';
 import { runEngineGraph, type Engine } from './engine.js';
@@ -220,85 +221,74 @@ export function channelSums(map: Float32Array, shape: number[]): Float64Array {
   return Float64Array.from({ length: c }, (_, k) => sumRange(map, k * h * w, (k + 1) * h * w));
 }
 
-/** Item n's whole map, written into `out` (the base map with the patch laid over it). */
-export function materialize(lb: LayerBatch, n: number, out: Float32Array, outOffset = 0): void {
-  const per = sizeOf(lb.shape);
-  if (lb.kind === 'full') {
-    out.set(lb.data.subarray(n * per, (n + 1) * per), outOffset);
-    return;
-  }
-  const [c, h, w] = lb.shape;
-  assemble(out, outOffset, lb.base, [c, h, w], 0, 0, h, w, lb.patch, n, 0, 0);
+
+// ---------------------------------------------------------------- the graph
+//
+// One onnxruntime graph runs a whole batch: per segment, each input's crops are gathered, in the graph, from a table
+// of cells of the padded unoccluded map concatenated with the cells its producer recomputed (the fill, for the
+// image), by an index that the runner computes per batch; the full tail reads whole maps gathered the same way. A
+// cell holds a position's channels, so a Gather copies C floats at a time. Kept in one graph, the crops never cross
+// into JavaScript, and onnxruntime keeps its blocked layout and its buffers between the layers.
+
+/** Where one graph input's crops come from: a producer's map, read through a window's padding from per-item origins. */
+interface CropSource {
+  key: string;
+  producer: number;
+  channels: number;
+  /** The unoccluded map's cells, padded out to `extent`: [extent[0] * extent[1], channels], row y * extent[1] + x. */
+  table: ort.Tensor;
+  extent: Pair;
+  padding: Pair;
+  /** Crop size per item. */
+  crop: Pair;
+  /** Per position, the crop's top-left corner in padded coordinates (the tail reads whole maps from (0, 0)). */
+  corner: (position: number) => Pair;
 }
 
-/**
- * One pass that writes dst (channels x dh x dw) = the window at (top, left) of a [C, sh, sw] source map, with item n's
- * patch laid over it; the patch's box, in map coordinates, sits at +(oy, ox) in the source (its padding). Each value
- * is written once: on this VM kind memory traffic, not arithmetic, bounds this copy.
- */
-function assemble(dst: Float32Array, dstOffset: number, src: Float32Array, srcShape: [number, number, number], top: number, left: number, dh: number, dw: number, patch: Patch, n: number, oy: number, ox: number): void {
-  const [channels, sh, sw] = srcShape;
-  const [y0, x0, y1, x1] = patch.boxes[n];
-  const clamp = (v: number, hi: number) => Math.min(hi, Math.max(0, v));
-  const r0 = clamp(y0 + oy - top, dh);
-  const r1 = clamp(y1 + oy - top, dh);
-  let q0 = clamp(x0 + ox - left, dw);
-  let q1 = clamp(x1 + ox - left, dw);
-  if (q1 <= q0) [q0, q1] = [dw, dw];
-  const pdata = patch.data;
-  for (let c = 0; c < channels; c++) {
-    const pc = patch.offsets[n] + c * patch.chStride + (top - oy - y0) * patch.rowStride + (left - ox - x0);
-    for (let r = 0; r < dh; r++) {
-      const s = (c * sh + top + r) * sw + left;
-      const d = dstOffset + (c * dh + r) * dw;
-      if (r < r0 || r >= r1) {
-        for (let q = 0; q < dw; q++) dst[d + q] = src[s + q];
-        continue;
-      }
-      const p = pc + r * patch.rowStride;
-      for (let q = 0; q < q0; q++) dst[d + q] = src[s + q];
-      for (let q = q0; q < q1; q++) dst[d + q] = pdata[p + q];
-      for (let q = q1; q < dw; q++) dst[d + q] = src[s + q];
-    }
-  }
+/** Where item n's recomputed values of a producer lie: its box on the map and its first cell in the producer's cell table. */
+interface NewCells {
+  boxes: Rect[];
+  offsets: Int32Array;
+  rowStride: number;
 }
 
-/** A [C, H, W] input map of a segment surrounded by its window's padding, out to the extent its windows read. */
-function padMap(map: Float32Array, [c, h, w]: [number, number, number], seg: Segment): Float32Array {
-  const [ph, pw] = seg.padded;
-  const [py, px] = seg.window.padding;
-  const out = new Float32Array(c * ph * pw).fill(seg.window.padValue);
+/** A [C, H, W] map as cells ([rows, C], row y * pw + x), in `padValue` padding out to `extent`. */
+function cellTable(map: Float32Array, [c, h, w]: [number, number, number], padding: Pair, extent: Pair, padValue: number): Float32Array {
+  const [ph, pw] = extent;
+  const [py, px] = padding;
+  const out = new Float32Array(ph * pw * c).fill(padValue);
   const rows = Math.min(h, ph - py);
   const cols = Math.min(w, pw - px);
   for (let k = 0; k < c; k++) {
-    for (let y = 0; y < rows; y++) out.set(map.subarray((k * h + y) * w, (k * h + y) * w + cols), (k * ph + y + py) * pw + px);
+    for (let y = 0; y < rows; y++) {
+      const src = (k * h + y) * w;
+      const dst = ((y + py) * pw + px) * c + k;
+      for (let x = 0; x < cols; x++) out[dst + x * c] = map[src + x];
+    }
   }
   return out;
 }
 
-// ---------------------------------------------------------------- graphs
-
-const cropInput = (j: number) => `crop${j}`;
-const mapInput = (p: number) => `map${p}`;
-
-/** The segment's layers on crops, the window layer's padding removed: crops carry their padding explicitly. */
-function segmentGraph(model: Model, infos: LayerInfo[], seg: Segment, outputs: number[]): Uint8Array {
-  const b = new GraphBuilder();
-  const weights = initializerWeights(b, model);
-  const external = new Map(seg.inputs.map((p, j) => [p, b.input(cropInput(j), ['N', seg.inShapes[j][0], ...seg.crop])]));
-  const layers = [...model.layers];
-  const cropInfos = [...infos];
-  for (let i = seg.from; i <= seg.to; i++) {
-    const inHW = i === seg.from ? seg.crop : seg.size;
-    const inShapes = infos[i].inShapes.map((s) => [s[0], ...inHW]);
-    cropInfos[i] = { ...infos[i], inShapes, inShape: inShapes[0], outShape: [infos[i].outShape[0], ...seg.size] };
-    layers[i] = unpaddedLayer(model.layers[i]);
+/**
+ * Gather indices of item n's crop into `out`: a cell inside the item's new box reads the producer's recomputed cell,
+ * placed after the table's `rows` cells; every other cell reads the unoccluded table.
+ */
+function cropIndices(out: Int32Array, n: number, source: CropSource, [top, left]: Pair, cells: NewCells): void {
+  const [dh, dw] = source.crop;
+  const pw = source.extent[1];
+  const [py, px] = source.padding;
+  const rows = source.extent[0] * pw;
+  const [y0, x0, y1, x1] = cells.boxes[n];
+  const first = rows + cells.offsets[n];
+  let o = n * dh * dw;
+  for (let r = 0; r < dh; r++) {
+    const my = top + r - py;
+    const inRows = my >= y0 && my < y1;
+    for (let q = 0, X = left; q < dw; q++, X++) {
+      const mx = X - px;
+      out[o++] = inRows && mx >= x0 && mx < x1 ? first + (my - y0) * cells.rowStride + (mx - x0) : (top + r) * pw + X;
+    }
   }
-  emitForward(b, { ...model, layers }, cropInfos, '', weights, { from: seg.from, upTo: seg.to, external, switches: false, dropout: 'identity' });
-  for (const i of new Set([...outputs.filter((o) => o >= seg.from && o <= seg.to), ...seg.exposed])) {
-    b.output(activationName(model.layers[i].name), ['N', infos[i].outShape[0], ...seg.size]);
-  }
-  return b.encode('convscope_incremental_segment');
 }
 
 /** The layer as it runs on a crop: a window op without its padding, which the crop carries. */
@@ -308,49 +298,68 @@ function unpaddedLayer(l: Layer): Layer {
   return role === 'per-position' ? l : role.unpadded;
 }
 
-function tailGraph(model: Model, infos: LayerInfo[], plan: IncrementalPlan, outputs: number[]): Uint8Array {
+const FILL = 'fill';
+
+function incrementalGraph(model: Model, infos: LayerInfo[], plan: IncrementalPlan, outputs: number[], sources: CropSource[][]): Uint8Array {
   const b = new GraphBuilder();
-  const external = new Map(plan.tailInputs.map((p) => [p, b.input(mapInput(p), ['N', ...(p === IMAGE ? model.input : infos[p].outShape)])]));
-  const last = infos.length - 1;
-  const trace = emitForward(b, model, infos, '', initializerWeights(b, model), { from: plan.tailFrom, upTo: last, external, switches: false, dropout: 'identity' });
-  for (const i of new Set([...outputs.filter((o) => o >= plan.tailFrom), last])) b.output(trace.outputs[i], ['N', ...infos[i].outShape]);
-  return b.encode('convscope_incremental_tail');
+  const weights = initializerWeights(b, model);
+  const [c0, h0, w0] = model.input;
+  // Per producer, its recomputed cells: [items * box cells, C] (the fill's: [H * W, C]).
+  const newCells = new Map<number, string>([[IMAGE, b.input(FILL, [h0 * w0, c0])]]);
+  const gather = (s: CropSource): string => {
+    const table = b.input(`table:${s.key}`, [s.extent[0] * s.extent[1], s.channels]);
+    const index = b.input(`index:${s.key}`, ['N', ...s.crop], DataType.INT32);
+    const cells = b.op1('Gather', [b.op1('Concat', [table, newCells.get(s.producer)!], { axis: 0 }), index], { axis: 0 });
+    return b.op1('Transpose', [cells], { perm: [0, 3, 1, 2] });
+  };
+  const layers = [...model.layers];
+  const cropInfos = [...infos];
+  for (const [k, seg] of plan.segments.entries()) {
+    for (let i = seg.from; i <= seg.to; i++) {
+      const inHW = i === seg.from ? seg.crop : seg.size;
+      const inShapes = infos[i].inShapes.map((s) => [s[0], ...inHW]);
+      cropInfos[i] = { ...infos[i], inShapes, inShape: inShapes[0], outShape: [infos[i].outShape[0], ...seg.size] };
+      layers[i] = unpaddedLayer(model.layers[i]);
+    }
+    const external = new Map(seg.inputs.map((p, j) => [p, gather(sources[k][j])]));
+    const trace = emitForward(b, { ...model, layers }, cropInfos, '', weights, { from: seg.from, upTo: seg.to, external, switches: false, dropout: 'identity' });
+    for (const i of seg.exposed) {
+      const nhwc = b.op1('Transpose', [trace.outputs[i]], { perm: [0, 2, 3, 1] });
+      newCells.set(i, b.op1('Reshape', [nhwc, b.int64s([-1, infos[i].outShape[0]])]));
+    }
+    for (const i of outputs.filter((o) => o >= seg.from && o <= seg.to)) b.output(trace.outputs[i], ['N', infos[i].outShape[0], ...seg.size]);
+  }
+  if (plan.tailFrom < infos.length) {
+    const external = new Map(plan.tailInputs.map((p, j) => [p, gather(sources[plan.segments.length][j])]));
+    const last = infos.length - 1;
+    const trace = emitForward(b, model, infos, '', weights, { from: plan.tailFrom, upTo: last, external, switches: false, dropout: 'identity' });
+    for (const i of new Set([...outputs.filter((o) => o >= plan.tailFrom), last])) b.output(trace.outputs[i], ['N', ...infos[i].outShape]);
+  }
+  return b.encode('convscope_incremental');
 }
 
 // ---------------------------------------------------------------- runner
-
-/** Reusable buffers: writing fresh memory is slow on this VM kind, so batches share them. */
-class Scratch {
-  private buffers = new Map<string, Float32Array>();
-  get(key: string, length: number): Float32Array {
-    let b = this.buffers.get(key);
-    if (!b || b.length < length) {
-      b = new Float32Array(length);
-      this.buffers.set(key, b);
-    }
-    return b.subarray(0, length);
-  }
-}
 
 /**
  * Runs occluded variants of one input through a plan. `create` runs the unoccluded input once and keeps the maps the
  * segments crop from; `run` evaluates a batch of positions and returns the requested layers' outputs.
  */
 export class IncrementalRunner {
-  private readonly scratch = new Scratch();
-
   private constructor(
     private readonly engine: Engine,
     readonly plan: IncrementalPlan,
     private readonly outputs: number[],
-    /** Per segment, its input maps padded as its window reads them. */
-    private readonly padded: Float32Array[][],
-    /** Unoccluded maps of the tail's inputs and of the requested layers before the tail (-1: the image). */
+    /** Per segment, then the tail: where each input's crops come from. */
+    private readonly sources: CropSource[][],
+    /** The fill's cells, [H * W, C]. */
+    private readonly fill: ort.Tensor,
+    /** Unoccluded maps of the requested layers before the tail. */
     private readonly base: Map<number, Float32Array>,
   ) {}
 
-  static async create(engine: Engine, input: Tensor, plan: IncrementalPlan, outputLayers: string[]): Promise<IncrementalRunner> {
-    const { model } = engine;
+  /** `fill` ([C, H, W]) is what the occluder shows at each pixel it covers. */
+  static async create(engine: Engine, input: Tensor, plan: IncrementalPlan, outputLayers: string[], fill: Float32Array): Promise<IncrementalRunner> {
+    const { model, infos } = engine;
     const outputs = outputLayers.map((name) => {
       const i = model.layers.findIndex((l) => l.name === name);
       if (i < 0) throw new Error(`unknown layer '${name}'`);
@@ -361,70 +370,66 @@ export class IncrementalRunner {
     const acts = names.length > 0 ? (await engine.forward(input, names)).activations : new Map<string, Tensor>();
     const base = new Map<number, Float32Array>();
     for (const i of needed) base.set(i, i === IMAGE ? input.data : acts.get(model.layers[i].name)!.data);
-    const padded = plan.segments.map((seg) => seg.inputs.map((p, j) => padMap(base.get(p)!, seg.inShapes[j], seg)));
-    return new IncrementalRunner(engine, plan, outputs, padded, base);
+    const shapeOf = (p: number) => (p === IMAGE ? model.input : infos[p].outShape) as [number, number, number];
+    const source = (key: string, p: number, padding: Pair, extent: Pair, padValue: number, crop: Pair, corner: CropSource['corner']): CropSource => {
+      const shape = shapeOf(p);
+      const table = new ort.Tensor('float32', cellTable(base.get(p)!, shape, padding, extent, padValue), [extent[0] * extent[1], shape[0]]);
+      return { key, producer: p, channels: shape[0], table, extent, padding, crop, corner };
+    };
+    const sources = plan.segments.map((seg, k) => seg.inputs.map((p, j) => {
+      const [sy, sx] = seg.window.stride;
+      return source(`${k}:${j}`, p, seg.window.padding, seg.padded, seg.window.padValue, seg.crop, (n): Pair => [seg.origins[2 * n] * sy, seg.origins[2 * n + 1] * sx]);
+    }));
+    sources.push(plan.tailInputs.map((p) => {
+      const [, h, w] = shapeOf(p);
+      return source(`tail:${p}`, p, [0, 0], [h, w], 0, [h, w], (): Pair => [0, 0]);
+    }));
+    const [c, h, w] = model.input;
+    const fillCells = new ort.Tensor('float32', cellTable(fill, [c, h, w], [0, 0], [h, w], 0), [h * w, c]);
+    return new IncrementalRunner(engine, plan, outputs, sources, fillCells, base);
   }
 
-  /** Outputs of the requested layers for the occluded inputs at the given positions, filled from `fill` ([C, H, W]). */
-  async run(positions: number[], fill: Float32Array): Promise<Map<string, LayerBatch>> {
+  /** Outputs of the requested layers for the occluded inputs at the given positions. */
+  async run(positions: number[]): Promise<Map<string, LayerBatch>> {
     const { model, infos } = this.engine;
+    const { plan } = this;
     const n = positions.length;
-    const [, H, W] = model.input;
-    const result = new Map<string, LayerBatch>();
-    // The new values over each planned layer's box (the image's: the occluder), for the layers that read them.
-    const patches = new Map<number, Patch>([[IMAGE, {
-      data: fill,
-      offsets: Int32Array.from(positions, (p) => this.plan.boxes[p][0] * W + this.plan.boxes[p][1]),
-      chStride: H * W,
+    const W = model.input[2];
+    const cells = new Map<number, NewCells>([[IMAGE, {
+      boxes: positions.map((p) => plan.boxes[p]),
+      offsets: Int32Array.from(positions, (p) => plan.boxes[p][0] * W + plan.boxes[p][1]),
       rowStride: W,
-      boxes: positions.map((p) => this.plan.boxes[p]),
     }]]);
-    for (const [k, seg] of this.plan.segments.entries()) {
-      const feeds = Object.fromEntries(seg.inputs.map((p, j) => [
-        cropInput(j),
-        new ort.Tensor('float32', this.cropBatch(k, j, patches.get(p)!, positions), [n, seg.inShapes[j][0], ...seg.crop]),
-      ]));
-      const outs = await runEngineGraph(this.engine, `incremental:${seg.from}-${seg.to}:${seg.crop}:${this.outputs}`, () => segmentGraph(model, infos, seg, this.outputs), feeds);
+    const segmentBoxes = plan.segments.map((seg) => {
       const [h, w] = seg.size;
       const boxes = positions.map((p): Rect => [seg.origins[2 * p], seg.origins[2 * p + 1], seg.origins[2 * p] + h, seg.origins[2 * p + 1] + w]);
-      const patchOf = (i: number): Patch => {
-        const c = infos[i].outShape[0];
-        return { data: outs[activationName(model.layers[i].name)].data as Float32Array, offsets: Int32Array.from(boxes, (_, j) => j * c * h * w), chStride: h * w, rowStride: w, boxes };
-      };
-      for (const i of seg.exposed) patches.set(i, patchOf(i));
-      for (const i of this.outputs) {
-        if (i >= seg.from && i <= seg.to) result.set(model.layers[i].name, { kind: 'patch', shape: infos[i].outShape, patch: patchOf(i), base: this.base.get(i)! });
-      }
+      for (let i = seg.from; i <= seg.to; i++) cells.set(i, { boxes, offsets: Int32Array.from(boxes, (_, j) => j * h * w), rowStride: w });
+      return boxes;
+    });
+    const feeds: Record<string, ort.Tensor> = { [FILL]: this.fill };
+    for (const source of this.sources.flat()) {
+      const index = new Int32Array(n * source.crop[0] * source.crop[1]);
+      const from = cells.get(source.producer)!;
+      positions.forEach((p, j) => cropIndices(index, j, source, source.corner(p), from));
+      feeds[`table:${source.key}`] = source.table;
+      feeds[`index:${source.key}`] = new ort.Tensor('int32', index, [n, ...source.crop]);
     }
-    if (this.plan.tailFrom < infos.length) {
-      const feeds = Object.fromEntries(this.plan.tailInputs.map((p) => {
-        const shape = p === IMAGE ? model.input : infos[p].outShape;
-        const per = sizeOf(shape);
-        const maps = this.scratch.get(mapInput(p), n * per);
-        const prev: LayerBatch = { kind: 'patch', shape, patch: patches.get(p)!, base: this.base.get(p)! };
-        for (let j = 0; j < n; j++) materialize(prev, j, maps, j * per);
-        return [mapInput(p), new ort.Tensor('float32', maps, [n, ...shape])];
-      }));
-      const outs = await runEngineGraph(this.engine, `incremental-tail:${this.plan.tailFrom}:${this.outputs}`, () => tailGraph(model, infos, this.plan, this.outputs), feeds);
-      for (const i of this.outputs.filter((o) => o >= this.plan.tailFrom)) {
-        const t = outs[activationName(model.layers[i].name)];
-        result.set(model.layers[i].name, { kind: 'full', shape: infos[i].outShape, data: t.data as Float32Array });
+    const key = `incremental:${plan.segments.map((s) => `${s.from}-${s.to}:${s.size}`).join(';')}:${plan.tailFrom}:${this.outputs}`;
+    const outs = await runEngineGraph(this.engine, key, () => incrementalGraph(model, infos, plan, this.outputs, this.sources), feeds);
+    const result = new Map<string, LayerBatch>();
+    for (const i of this.outputs) {
+      const name = model.layers[i].name;
+      const data = outs[activationName(name)].data as Float32Array;
+      const k = plan.segments.findIndex((s) => i >= s.from && i <= s.to);
+      if (k < 0) {
+        result.set(name, { kind: 'full', shape: infos[i].outShape, data });
+        continue;
       }
+      const [h, w] = plan.segments[k].size;
+      const c = infos[i].outShape[0];
+      const patch: Patch = { data, offsets: Int32Array.from(positions, (_, j) => j * c * h * w), chStride: h * w, rowStride: w, boxes: segmentBoxes[k] };
+      result.set(name, { kind: 'patch', shape: infos[i].outShape, patch, base: this.base.get(i)! });
     }
     return result;
-  }
-
-  /** Input j's crops of segment k for a batch: the padded unoccluded map under each crop, the producer's patch laid over it. */
-  private cropBatch(k: number, j: number, prev: Patch, positions: number[]): Float32Array {
-    const seg = this.plan.segments[k];
-    const [c] = seg.inShapes[j];
-    const [ch, cw] = seg.crop;
-    const [sy, sx] = seg.window.stride;
-    const [py, px] = seg.window.padding;
-    const per = c * ch * cw;
-    const crops = this.scratch.get(`crop${k}:${j}`, positions.length * per);
-    const shape: [number, number, number] = [c, ...seg.padded];
-    positions.forEach((p, i) => assemble(crops, i * per, this.padded[k][j], shape, seg.origins[2 * p] * sy, seg.origins[2 * p + 1] * sx, ch, cw, prev, i, py, px));
-    return crops;
   }
 }
