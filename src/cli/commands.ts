@@ -203,7 +203,7 @@ export const COMMANDS: Record<string, Command> = {
       fill: { value: true, help: 'square colour: mean (the dataset mean, 0 after mean subtraction), zero (black), or a grey level 0..255', default: 'mean' },
       layer: { value: true, help: 'layer whose strongest feature map (b, c) tracks (default: the model\'s deepest rectified feature map, relu5 on ZFNet as the paper)' },
       mode: { value: true, help: 'paper (maps b-e and projections c) or attribution (Captum Occlusion, [1,C,H,W])', default: 'paper' },
-      full: { value: false, help: 'recompute every occluded image in full (default: incremental, only what the square changes, where that saves at least a third of the FLOPs)' },
+      full: { value: false, help: 'recompute every occluded image in full (default: incremental, only what the square changes, where that needs 1.4x fewer FLOPs)' },
       batch: { value: true, help: 'occluded images per engine call (default 128 incremental, 32 with --full)' },
       out: { value: true, help: 'output folder for .npy maps, PNG figures and occlusion.json' },
       ...DATA_OPTIONS,
