@@ -8,7 +8,7 @@ import { after, describe, test } from 'node:test';
 import { decodeImage, type RgbImage } from '../src/data/image.js';
 import { blueRed, colorAt, heatmap, overlay, viridis } from '../src/render/colormap.js';
 import { encodePng, grid, hstack, projectionToImage, sideBySide, upscale, vstack, writePng } from '../src/render/figure.js';
-import { plotSvg } from '../src/render/plot.js';
+import { legendSvg, plotSvg } from '../src/render/plot.js';
 import { label, renderText, textBackend } from '../src/render/text.js';
 import { markdownToHtml } from '../src/report/html.js';
 import { ROOT } from './helpers.js';
@@ -262,6 +262,22 @@ describe('plots and report text', () => {
     assert.ok(top.x > 300 && top.y < 100, `falling: ${JSON.stringify(top)}`);
     assert.ok(bottom.x > 300 && bottom.y > 200, `rising: ${JSON.stringify(bottom)}`);
     assert.ok(rising.lastIndexOf('<polyline') < rising.indexOf('fill-opacity'), 'the legend is drawn over the curves');
+  });
+
+  test('a shared legend: plots drawn without their own, and one row that names each series in the colour its curve has', () => {
+    const series = [
+      { name: 'val/0', x, y: x.map((e) => e) },
+      { name: 'val/1', x, y: x.map((e) => 2 * e) },
+      { name: 'mean of 2', x, y: x.map((e) => 1.5 * e), color: '#000000', dashed: true },
+    ];
+    const plot = plotSvg({ title: 'distance', xLabel: 'shift', yLabel: 'd', series, legend: false });
+    assert.ok(!plot.includes('fill-opacity'), 'no legend box in the plot');
+    const strokes = (svg: string, tag: string) => [...svg.matchAll(new RegExp(`<${tag} [^>]*stroke="([^"]+)"`, 'g'))].map((m) => m[1]);
+    const legend = legendSvg(series);
+    assert.deepEqual(strokes(legend, 'line'), strokes(plot, 'polyline'));
+    assert.deepEqual([...legend.matchAll(/<text [^>]*>([^<]*)</g)].map((m) => m[1]), ['val/0', 'val/1', 'mean of 2']);
+    assert.equal(strokes(legend, 'line').length, 3);
+    assert.ok(legend.includes('stroke-dasharray'), 'the mean is dashed in the legend too');
   });
 
   test('report Markdown: lines that follow each other are one paragraph; tables, lists and blank lines end it', () => {

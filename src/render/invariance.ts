@@ -5,7 +5,7 @@ import { transformInput } from '../data/transform.js';
 import type { Model } from '../model/layers.js';
 import type { Tensor } from '../tensor.js';
 import { grid, hstack, label, vstack } from './figure.js';
-import { linePlot, type Series } from './plot.js';
+import { legendStrip, linePlot, type Series } from './plot.js';
 
 const X_LABELS: Record<TransformKind, string> = {
   translate: 'vertical translation (pixels, + = down)',
@@ -21,7 +21,7 @@ function exampleIndices(length: number, count: number): number[] {
 
 /** With many images per-image lines hide the mean; past this count only the mean is drawn (the CSV has them all). */
 const MAX_LINES = 6;
-const PLOT = { width: 400, height: 280 };
+const PLOT = { width: 400, height: 280, legend: false };
 const THUMB = 80;
 
 async function examples(input: Tensor, model: Model, sweep: Sweep): Promise<RgbImage> {
@@ -42,14 +42,16 @@ export async function invarianceFigure(images: NamedResult[], firstInput: Tensor
   const mean = meanCurves(images.map((i) => i.result));
   const perImage = images.length <= MAX_LINES;
   const rows: RgbImage[] = [];
+  const seriesOf = (si: number, values: (c: Curve) => number[]): Series[] => [
+    ...(perImage ? images.map(({ name, result }) => ({ name, x: sweeps[si].amounts, y: values(result.curves[si]) })) : []),
+    { name: `mean of ${images.length}`, x: sweeps[si].amounts, y: values(mean[si]), color: '#000000', dashed: true },
+  ];
+  // Every plot draws the same series: one legend above the rows, where per-plot legends covered curves.
+  if (sweeps.length > 0) rows.push(await legendStrip(seriesOf(0, (c) => c.probability)));
   for (const [si, sweep] of sweeps.entries()) {
-    const seriesOf = (values: (c: Curve) => number[]): Series[] => [
-      ...(perImage ? images.map(({ name, result }) => ({ name, x: sweep.amounts, y: values(result.curves[si]) })) : []),
-      { name: `mean of ${images.length}`, x: sweep.amounts, y: values(mean[si]), color: '#000000', dashed: true },
-    ];
     const plots = await Promise.all([
-      ...layers.map((l) => linePlot({ ...PLOT, title: `${layerTitle(l)}: relative distance`, xLabel: X_LABELS[sweep.kind], yLabel: '‖f(T(x)) − f(x)‖ / ‖f(x)‖', series: seriesOf((c) => c.distance[l]) })),
-      linePlot({ ...PLOT, title: 'p(true class)', xLabel: X_LABELS[sweep.kind], yLabel: 'probability', yRange: [0, 1], series: seriesOf((c) => c.probability) }),
+      ...layers.map((l) => linePlot({ ...PLOT, title: `${layerTitle(l)}: relative distance`, xLabel: X_LABELS[sweep.kind], yLabel: '‖f(T(x)) − f(x)‖ / ‖f(x)‖', series: seriesOf(si, (c) => c.distance[l]) })),
+      linePlot({ ...PLOT, title: 'p(true class)', xLabel: X_LABELS[sweep.kind], yLabel: 'probability', yRange: [0, 1], series: seriesOf(si, (c) => c.probability) }),
     ]);
     rows.push(hstack([await examples(firstInput, model, sweep), ...plots], { gap: 8, background: [255, 255, 255] }));
   }

@@ -20,6 +20,8 @@ export interface PlotSpec {
   height?: number;
   /** Fixed y range; by default the data's range with a margin. */
   yRange?: [number, number];
+  /** Draw the legend inside the plot (default true); figures of several plots of the same series draw one legendStrip. */
+  legend?: boolean;
 }
 
 export const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
@@ -37,6 +39,15 @@ export function niceTicks(lo: number, hi: number, count = 5): number[] {
   const ticks: number[] = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)));
   return ticks;
+}
+
+/** A series' colour: its own, else the palette's by its index, in plots and legends alike. */
+function colorOf(s: Series, i: number): string {
+  return s.color ?? PALETTE[i % PALETTE.length];
+}
+
+function legendMark(x: number, y: number, color: string, dashed: boolean | undefined): string {
+  return `<line x1="${x}" x2="${x + 22}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="2"${dashed ? ' stroke-dasharray="6 4"' : ''}/>`;
 }
 
 function formatTick(v: number): string {
@@ -92,22 +103,44 @@ export function plotSvg(spec: PlotSpec): string {
   const [legend, legendTop] = corners.reduce((best, c) => (crossing(c) < crossing(best) ? c : best));
   const legendParts = [`<rect x="${legend}" y="${legendTop}" width="${lw}" height="${lh}" fill="white" fill-opacity="0.85" stroke="#ddd"/>`];
   spec.series.forEach((s, i) => {
-    const color = s.color ?? PALETTE[i % PALETTE.length];
+    const color = colorOf(s, i);
     const pts = s.x.map((x, j) => [x, s.y[j]]).filter(([, y]) => Number.isFinite(y));
     if (pts.length > 1) {
       parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${pts.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ')}"/>`);
     }
     for (const [x, y] of pts) parts.push(`<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${color}"/>`);
     const ly = legendTop + 15 + i * 16;
-    legendParts.push(`<line x1="${legend + 6}" x2="${legend + 28}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
-    legendParts.push(`<text x="${legend + 34}" y="${ly}" font-size="11">${escapeXml(s.name)}</text>`);
+    legendParts.push(legendMark(legend + 6, ly, color, s.dashed), `<text x="${legend + 34}" y="${ly}" font-size="11">${escapeXml(s.name)}</text>`);
   });
-  parts.push(...legendParts, '</svg>');
+  if (spec.legend ?? true) parts.push(...legendParts);
+  parts.push('</svg>');
   return parts.join('\n');
 }
 
-/** Rasterises a plot to an RGB image (to be combined with other figures or written with encodePng). */
-export async function linePlot(spec: PlotSpec): Promise<RgbImage> {
-  const { data, info } = await sharp(Buffer.from(plotSvg(spec))).flatten({ background: '#ffffff' }).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+/** The legend of `series` as one row of entries, for a figure whose plots share it (each drawn with legend: false). */
+export function legendSvg(series: Series[]): string {
+  const widths = series.map((s) => 34 + Math.ceil(6.6 * s.name.length) + 16);
+  const width = widths.reduce((a, w) => a + w, 0) + 8;
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="24" font-family="DejaVu Sans, sans-serif">`, `<rect width="100%" height="100%" fill="white"/>`];
+  let x = 4;
+  series.forEach((s, i) => {
+    parts.push(legendMark(x + 6, 16, colorOf(s, i), s.dashed), `<text x="${x + 34}" y="16" font-size="11">${escapeXml(s.name)}</text>`);
+    x += widths[i];
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}
+
+async function rasterize(svg: string): Promise<RgbImage> {
+  const { data, info } = await sharp(Buffer.from(svg)).flatten({ background: '#ffffff' }).removeAlpha().raw().toBuffer({ resolveWithObject: true });
   return { width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+}
+
+export function legendStrip(series: Series[]): Promise<RgbImage> {
+  return rasterize(legendSvg(series));
+}
+
+/** Rasterises a plot to an RGB image (to be combined with other figures or written with encodePng). */
+export function linePlot(spec: PlotSpec): Promise<RgbImage> {
+  return rasterize(plotSvg(spec));
 }
