@@ -368,6 +368,21 @@ describe('convscope synthesize and topk --synthesize', () => {
   });
 });
 
+describe('topk progress', () => {
+  test('a progress bar per layer, each over its own units (a deeper layer projects more slowly)', () => {
+    const out = join(tmp(), 'bars');
+    const r = run(['topk', '--model', 'zfnet-small', '--data', 'shapes:count=64', '--limit', '20', '--layers', 'relu1,relu2', '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    const index = JSON.parse(readFileSync(join(out, 'index.json'), 'utf8')) as { layers: { layer: string; features: { entries: unknown[] }[] }[] };
+    assert.deepEqual(index.layers.map((l) => l.layer), ['relu1', 'relu2']);
+    for (const l of index.layers) {
+      const n = l.features.reduce((a, f) => a + f.entries.length, 0);
+      assert.ok(n > 0);
+      assert.match(r.stderr, new RegExp(`topk project ${l.layer} \\[#{24}\\] ${n}/${n} units`), r.stderr);
+    }
+  });
+});
+
 describe('outputs and sizes checked before the work', () => {
   test('a --out under a file is refused at once; a --k whose heaps exceed memory is refused; a k above the candidates draws only what exists', () => {
     const root = tmp();

@@ -115,7 +115,23 @@ export const topkCommand: Command = {
       if (result.skipped.length > 0) say(`topk: ${skippedSummary(result.skipped)}`);
       if (result.images === 0) throw new Error(`${ds.name}: no readable images to scan`);
       const units = result.layers.reduce((a, l) => a + l.features.reduce((b, es) => b + es.length, 0), 0);
-      const projectBar = new Progress('topk project', units, 'units');
+      // A bar per layer: a deeper layer's projections cost more, so one estimate from the first layer's rate misled.
+      const layerUnits = result.layers.map((l) => l.features.reduce((b, es) => b + es.length, 0));
+      const ends = layerUnits.map((_, k) => layerUnits.slice(0, k + 1).reduce((a, n) => a + n, 0));
+      const projectBars = new Map<number, Progress>();
+      const barOf = (k: number) => {
+        let bar = projectBars.get(k);
+        if (!bar) projectBars.set(k, (bar = new Progress(`topk project ${result.layers[k].layer}`, layerUnits[k], 'units')));
+        return bar;
+      };
+      const nextLayer = (k: number) => layerUnits.findIndex((n, j) => j > k && n > 0);
+      if (units > 0) barOf(nextLayer(-1));
+      const projected = (done: number) => {
+        const k = ends.findIndex((end, j) => layerUnits[j] > 0 && done <= end);
+        barOf(k).update(done - (ends[k] - layerUnits[k]));
+        // The next layer's clock starts when this one ends, so its first batch counts in its rate.
+        if (done === ends[k] && nextLayer(k) >= 0) barOf(nextLayer(k));
+      };
       const modelRef = { path: o.required('model'), seed: o.int('model-seed'), mean: o.numbers('mean'), std: o.numbers('std') };
       const dataRef = { spec: o.required('data'), split, ...(o.string('data-path') ? { dataPath: o.string('data-path') } : {}) };
       const figure = topkFigureViews(engine, ds, result, {
@@ -123,7 +139,7 @@ export const topkCommand: Command = {
         // On the queue the kept units are projected on the workers too; the pages are drawn here.
         ...(o.has('queue') ? { project: distributedProjector(parseQueueUrl(o.required('queue')), { model: modelRef, data: dataRef }, settings, batchUnits) } : {}),
         ...(o.flag('synthesize') ? { synthesize: { steps: synthSteps } } : {}),
-        onProgress: (done) => projectBar.update(done),
+        onProgress: projected,
       });
       const index = await writeTopk(figure, out);
       const pages = index.layers.reduce((a, l) => a + l.pages.length, 0);
