@@ -14,7 +14,6 @@ import { Progress } from './progress.js';
 import type { Command } from './args.js';
 import { say } from './notices.js';
 
-
 export const filtersCommand: Command = {
   summary: 'conv1 filters as an image grid; per conv layer: dead maps, high-frequency energy, sparsity (Fig. 6)',
   options: {

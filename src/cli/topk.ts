@@ -114,7 +114,6 @@ export const topkCommand: Command = {
       if (result.resumedAt !== undefined) say(`topk: resumed the scan at batch ${result.resumedAt}`);
       if (result.skipped.length > 0) say(`topk: ${skippedSummary(result.skipped)}`);
       if (result.images === 0) throw new Error(`${ds.name}: no readable images to scan`);
-      const units = result.layers.reduce((a, l) => a + l.features.reduce((b, es) => b + es.length, 0), 0);
       // A bar per layer: a deeper layer's projections cost more, so one estimate from the first layer's rate misled.
       const layerUnits = result.layers.map((l) => l.features.reduce((b, es) => b + es.length, 0));
       const ends = layerUnits.map((_, k) => layerUnits.slice(0, k + 1).reduce((a, n) => a + n, 0));
@@ -125,7 +124,7 @@ export const topkCommand: Command = {
         return bar;
       };
       const nextLayer = (k: number) => layerUnits.findIndex((n, j) => j > k && n > 0);
-      if (units > 0) barOf(nextLayer(-1));
+      if (nextLayer(-1) >= 0) barOf(nextLayer(-1));
       const projected = (done: number) => {
         const k = ends.findIndex((end, j) => layerUnits[j] > 0 && done <= end);
         barOf(k).update(done - (ends[k] - layerUnits[k]));

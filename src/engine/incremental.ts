@@ -386,7 +386,8 @@ export class IncrementalRunner {
     }));
     const [c, h, w] = model.input;
     const fillCells = new ort.Tensor('float32', cellTable(fill, [c, h, w], [0, 0], [h, w], 0), [h * w, c]);
-    return new IncrementalRunner(engine, plan, outputs, sources, fillCells, base);
+    const outputBase = new Map(outputs.filter((o) => o < plan.tailFrom).map((o) => [o, base.get(o)!]));
+    return new IncrementalRunner(engine, plan, outputs, sources, fillCells, outputBase);
   }
 
   /** Outputs of the requested layers for the occluded inputs at the given positions. */

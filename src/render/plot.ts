@@ -46,6 +46,11 @@ function colorOf(s: Series, i: number): string {
   return s.color ?? PALETTE[i % PALETTE.length];
 }
 
+/** A legend entry's width: its mark, then its name in 11 px text (~6.6 px a character). */
+function entryWidth(s: Series): number {
+  return 34 + Math.ceil(6.6 * s.name.length);
+}
+
 function legendMark(x: number, y: number, color: string, dashed: boolean | undefined): string {
   return `<line x1="${x}" x2="${x + 22}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="2"${dashed ? ' stroke-dasharray="6 4"' : ''}/>`;
 }
@@ -90,9 +95,9 @@ export function plotSvg(spec: PlotSpec): string {
   parts.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#444"/>`);
   parts.push(`<text x="${m.left + pw / 2}" y="${height - 10}" font-size="12" text-anchor="middle">${escapeXml(spec.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${m.top + ph / 2}) rotate(-90)" font-size="12" text-anchor="middle">${escapeXml(spec.yLabel)}</text>`);
-  // The legend is as wide as its longest name (11 px text, ~6.6 px a character) and goes in the corner the curves
-  // cross least (top right first), on a white box, so it never hides a curve where a free corner exists.
-  const lw = Math.max(150, 34 + Math.ceil(6.6 * Math.max(0, ...spec.series.map((s) => s.name.length))));
+  // The legend is as wide as its widest entry and goes in the corner the curves cross least (top right first), on a
+  // white box, so it never hides a curve where a free corner exists.
+  const lw = Math.max(150, ...spec.series.map(entryWidth));
   const lh = 16 * spec.series.length + 6;
   const samples = spec.series.flatMap((s) => {
     const pts = s.x.map((x, j) => [sx(x), sy(s.y[j])]).filter(([, y]) => Number.isFinite(y));
@@ -119,7 +124,7 @@ export function plotSvg(spec: PlotSpec): string {
 
 /** The legend of `series` as one row of entries, for a figure whose plots share it (each drawn with legend: false). */
 export function legendSvg(series: Series[]): string {
-  const widths = series.map((s) => 34 + Math.ceil(6.6 * s.name.length) + 16);
+  const widths = series.map((s) => entryWidth(s) + 16);
   const width = widths.reduce((a, w) => a + w, 0) + 8;
   const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="24" font-family="DejaVu Sans, sans-serif">`, `<rect width="100%" height="100%" fill="white"/>`];
   let x = 4;

@@ -37,11 +37,11 @@ export const batchnorm2d: OpDef<BatchNorm> = {
     const xc = b.op1('Sub', [x, mean]);
     const variance = b.op1('ReduceMean', [b.op1('Mul', [xc, xc]), axes], { keepdims: 1 });
     const inv = b.op1('Reciprocal', [b.op1('Sqrt', [b.op1('Add', [variance, b.floats([l.eps], [])])])]);
-    const gamma = b.op1('Reshape', [p('weight'), perChannel]);
-    saved.batchNorm = { centred: xc, inv, gamma };
+    const scale = b.op1('Mul', [inv, b.op1('Reshape', [p('weight'), perChannel])]);
     const m = l.momentum ?? DEFAULT_MOMENTUM;
     const flat = b.int64s([l.channels]);
     const count = b.op1('Div', [b.op1('Cast', [b.op1('Size', [x])], { to: 1 }), b.floats([l.channels], [])]);
+    saved.batchNorm = { centred: xc, inv, scale, count };
     const unbiased = b.op1('Mul', [b.op1('Reshape', [variance, flat]), b.op1('Div', [count, b.op1('Sub', [count, b.floats([1], [])])])]);
     const update = (running: string, stat: string) => b.op1('Add', [b.op1('Mul', [running, b.floats([1 - m], [])]), b.op1('Mul', [stat, b.floats([m], [])])]);
     saved.statistics = [
@@ -49,7 +49,7 @@ export const batchnorm2d: OpDef<BatchNorm> = {
       [`${l.name}.running_var`, update(p('running_var'), unbiased)],
     ];
     // y = xc (inv gamma) + beta: the normalised map xhat itself is never stored (the backward works from xc).
-    return b.op1('Add', [b.op1('Mul', [xc, b.op1('Mul', [inv, gamma])]), b.op1('Reshape', [p('bias'), perChannel])], {}, out);
+    return b.op1('Add', [b.op1('Mul', [xc, scale]), b.op1('Reshape', [p('bias'), perChannel])], {}, out);
   },
   backward({ b, opts, saved, weights, weightGrad }, l, g) {
     if (saved.batchNorm) {
@@ -57,7 +57,7 @@ export const batchnorm2d: OpDef<BatchNorm> = {
       // sum(g xhat) are the bias and weight gradients: dx = k1 g + k2 xc + k3 with per-channel k1 = inv gamma,
       // k2 = -k1 inv dgamma / M, k3 = -k1 dbias / M over M = N H W. Four passes over the map where the textbook chain
       // through dxhat took eight.
-      const { centred, inv, gamma } = saved.batchNorm;
+      const { centred, inv, scale: k1, count } = saved.batchNorm;
       const axes = b.int64s([0, 2, 3]);
       const dgamma = b.op1('Mul', [b.op1('ReduceSum', [b.op1('Mul', [g, centred]), axes], { keepdims: 1 }), inv]);
       const dbias = b.op1('ReduceSum', [g, axes], { keepdims: 1 });
@@ -66,8 +66,7 @@ export const batchnorm2d: OpDef<BatchNorm> = {
         weightGrad(`${l.name}.weight`, b.op1('Reshape', [dgamma, flat]));
         weightGrad(`${l.name}.bias`, b.op1('Reshape', [dbias, flat]));
       }
-      const k1 = b.op1('Mul', [inv, gamma]);
-      const perValue = b.op1('Div', [k1, b.op1('Cast', [b.op1('Div', [b.op1('Size', [g]), b.int64s([l.channels], [])])], { to: 1 })]);
+      const perValue = b.op1('Div', [k1, count]);
       const k2 = b.op1('Neg', [b.op1('Mul', [b.op1('Mul', [perValue, dgamma]), inv])]);
       const k3 = b.op1('Neg', [b.op1('Mul', [perValue, dbias])]);
       return [b.op1('Add', [b.op1('Add', [b.op1('Mul', [g, k1]), b.op1('Mul', [centred, k2])]), k3])];

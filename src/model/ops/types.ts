@@ -27,9 +27,11 @@ export interface ParamSpec {
 
 /** Tensors a forward emitter leaves for the backward one (and for graphs that expose them). */
 export interface Saved {
-  /** Batch norm in training: the normalised input, 1/sqrt(var + eps) and gamma as [C, 1, 1], for the backward. */
-  /** Training-mode batch norm: the centred input x - mean, 1 / sqrt(var + eps) and the scale, per channel. */
-  batchNorm?: { centred: string; inv: string; gamma: string };
+  /**
+   * Training-mode batch norm: the centred input x - mean; per channel, inv = 1 / sqrt(var + eps) and scale = inv gamma
+   * as [C, 1, 1]; count, the values per channel (N H W) as a float scalar.
+   */
+  batchNorm?: { centred: string; inv: string; scale: string; count: string };
   /** Batch norm in training: each running statistic's key and the tensor holding its updated value. */
   statistics?: [key: string, tensor: string][];
   /** Max-pool switches: flat int64 indices over the whole batch tensor. */
